@@ -1,0 +1,139 @@
+"""The room socket: parse, call a service or selector, send. The rules live in chat.services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import InMemoryChannelLayer
+from django.conf import settings
+
+from chat import fragments, selectors, services
+from chat.models import Room
+
+logger = logging.getLogger(__name__)
+
+# Identifies this server process in the presence table, so a dead process's rows can expire.
+SERVER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_INVALID_ROOM = 4004
+
+
+class ChatRoomConsumer(AsyncWebsocketConsumer):
+    """One browser tab with one room open."""
+
+    room: Room | None = None
+
+    async def connect(self) -> None:
+        """Join the room's and the user's groups, count the connection, send the log."""
+        self.user = self.scope["user"]
+        name = self.scope["url_route"]["kwargs"]["room_name"]
+        # Accept before refusing: a refused handshake looks like 1006, which the browser retries forever.
+        await self.accept()
+        if not self.user.is_authenticated:
+            logger.info("socket refused: anonymous, room=%r", name[:60])
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            self.room = await database_sync_to_async(services.room_get_or_create)(name=name)
+        except services.InvalidRoomName as error:
+            logger.info("socket refused: user=%s invalid room=%r", self.user.username, name[:60])
+            await self.send(text_data=fragments.chat_error(error=str(error)))
+            await self.close(code=CLOSE_INVALID_ROOM)
+            return
+        self.groups = [self.room.group_name, services.user_group(self.user.pk)]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await database_sync_to_async(self.join_and_render_log)()
+        await self.send(text_data=self.log_html)
+        presence_heartbeat_ensure(self.channel_layer)
+        logger.info("socket connected: user=%s room=%s", self.user.username, self.room.name)
+
+    def join_and_render_log(self) -> None:
+        services.presence_join(room=self.room, user=self.user, channel_name=self.channel_name, server=SERVER_ID)
+        messages = selectors.message_list_recent(room=self.room, user=self.user)
+        # Live messages already in this log are not forwarded again (a message may land in between).
+        self.log_last_id = messages[-1].pk if messages else 0
+        self.log_html = fragments.message_log(messages=messages)
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the groups and uncount the connection."""
+        if self.room is None:
+            return
+        # The base class has already left self.groups.
+        await database_sync_to_async(services.presence_leave)(channel_name=self.channel_name)
+        logger.info("socket disconnected: user=%s room=%s code=%s", self.user.username, self.room.name, code)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Take one frame of the message form, as the htmx ws extension sends it."""
+        if self.room is None:
+            return
+        text = self.message_text(text_data)
+        if text is None:
+            logger.warning("frame rejected: user=%s room=%s malformed", self.user.username, self.room.name)
+            await self.send_error("That message could not be read. Please type it again.")
+            return
+        try:
+            await database_sync_to_async(services.message_post)(room=self.room, author=self.user, text=text)
+        except services.DeliveryError as error:
+            await self.send(text_data=fragments.chat_error(error=str(error)) + fragments.message_form(room=self.room))
+        except services.ChatError as error:
+            logger.info("message refused: user=%s room=%s: %s", self.user.username, self.room.name, error)
+            await self.send_error(str(error), draft=text)
+        else:
+            await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
+
+    @staticmethod
+    def message_text(text_data: str | None) -> str | None:
+        """The `message` field of a JSON frame, or None when the frame is not one."""
+        if text_data is None:
+            return None
+        try:
+            payload = json.loads(text_data)
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("message"), str):
+            return None
+        return payload["message"]
+
+    async def send_error(self, error: str, draft: str = "") -> None:
+        """Show the error above the form and keep what the user typed."""
+        await self.send(
+            text_data=fragments.chat_error(error=error) + fragments.message_form(room=self.room, draft=draft)
+        )
+
+    async def chat_fragment(self, event: dict) -> None:
+        """Forward HTML rendered once for the whole group."""
+        message_id = event.get("message_id")
+        if message_id is None or message_id > self.log_last_id:
+            await self.send(text_data=event["html"])
+
+
+_heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+
+def presence_heartbeat_ensure(channel_layer: object) -> None:
+    """Run one presence heartbeat per event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    task = _heartbeats.get(loop)
+    if task is None or task.done():
+        _heartbeats[loop] = loop.create_task(
+            presence_heartbeat(sole_server=isinstance(channel_layer, InMemoryChannelLayer))
+        )
+
+
+async def presence_heartbeat(*, sole_server: bool) -> None:
+    """Refresh this process's connections and expire dead processes' ones, forever."""
+    while True:
+        try:
+            await database_sync_to_async(services.presence_refresh)(server=SERVER_ID, sole_server=sole_server)
+        except Exception:
+            logger.exception("presence heartbeat failed; retrying")
+        await asyncio.sleep(settings.CHAT_PRESENCE_HEARTBEAT)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+
+
+class Room(models.Model):
+    """A chat room; names compare case-insensitively and keep the casing of their creator."""
+
+    name = models.CharField(max_length=50)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(Lower("name"), name="chat_room_name_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def group_name(self) -> str:
+        """The channel-layer group of everyone with this room open."""
+        return f"chat_{self.pk}"
+
+
+class Message(models.Model):
+    """A message to a room, or a private message to one user when recipient is set."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages_sent")
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="messages_received",
+        null=True,
+        blank=True,
+    )
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["room", "-id"], name="chat_msg_room_recent"),
+            models.Index(fields=["recipient", "-id"], name="chat_msg_recipient_recent"),
+            models.Index(fields=["author", "-created_at"], name="chat_msg_author_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.author_id} in {self.room_id}: {self.body[:40]}"
+
+    @property
+    def is_private(self) -> bool:
+        return self.recipient_id is not None
+
+
+class Connection(models.Model):
+    """One open socket of a user in a room; presence counts these, not users."""
+
+    channel_name = models.CharField(max_length=200, primary_key=True)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="connections")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections")
+    # The server process holding the socket; it refreshes seen_at while it lives.
+    server = models.CharField(max_length=100, db_index=True)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["room", "user"], name="chat_conn_room_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id} via {self.server}"

@@ -1,0 +1,100 @@
+"""Sockets through the real ASGI application: origin validator, auth middleware, routing, consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from accounts.models import User
+from chat import consumers
+from config.asgi import application
+from tests.support.servers import redis_url_or_skip
+
+ORIGIN = "http://localhost"
+
+
+def session_cookie(user: User) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def open_socket(
+    user: User | None, room: str = "lobby", *, origin: str | None = ORIGIN, connect: bool = True
+) -> WebsocketCommunicator:
+    """A browser tab's socket to a room, logged in as user (None: anonymous)."""
+    headers = []
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    if user is not None:
+        headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
+    socket = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=headers)
+    if connect:
+        connected, _ = await socket.connect(timeout=5)
+        assert connected
+    return socket
+
+
+async def receive_until(socket: WebsocketCommunicator, predicate: Callable[[str], bool], timeout: float = 5) -> str:
+    """The first frame that matches, skipping others (online lists, forms) that arrive before it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await socket.receive_from(timeout=timeout)
+            if predicate(frame):
+                return frame
+
+
+async def latest_online_list(socket: WebsocketCommunicator, quiet: float = 0.3) -> str:
+    """The last online list received once the socket has been quiet for a moment."""
+    latest = ""
+    while not await socket.receive_nothing(timeout=quiet):
+        frame = await socket.receive_from()
+        if 'id="online-users"' in frame:
+            latest = frame
+    return latest
+
+
+async def joined(user: User, room: str = "lobby") -> WebsocketCommunicator:
+    """A socket that has received its log and an online list showing the user."""
+    socket = await open_socket(user, room)
+    await receive_until(socket, lambda f: 'id="messages"' in f)
+    await receive_until(socket, lambda f: 'id="online-users"' in f and f">{user.username}<" in f)
+    return socket
+
+
+def send_message(socket: WebsocketCommunicator, text: str):
+    """Send a frame exactly as the htmx ws extension does for the message form."""
+    headers = {"HX-Request": "true", "HX-Trigger": "message-form", "HX-Trigger-Name": None, "HX-Target": None}
+    return socket.send_to(text_data=json.dumps({"message": text, "HEADERS": headers}))
+
+
+@pytest.fixture(params=["memory", "redis"])
+def channel_layer(request: pytest.FixtureRequest, settings) -> str:
+    """Run the test once on the in-memory layer and once on a real Redis layer."""
+    if request.param == "redis":
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [redis_url_or_skip()], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
+            }
+        }
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+async def fresh_layer_and_heartbeat():
+    """Each test runs its own event loop: a fresh layer, and no heartbeat left running after it."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+    for task in consumers._heartbeats.values():
+        task.cancel()
+    consumers._heartbeats.clear()

@@ -1,0 +1,270 @@
+"""The room socket through the real ASGI application, on the in-memory and the Redis layer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat.models import Connection, Message
+from chat.tests.conftest import joined, latest_online_list, open_socket, receive_until, send_message
+from tests.support.html import element_ids, element_tags, visible_text
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
+
+
+def has_message(text: str):
+    return lambda frame: "message-body" in frame and text in visible_text(frame)
+
+
+async def test_when_message_posted_then_seen_by_everyone_in_same_room(alice, bob, carol):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    carol_socket = await joined(carol, "elsewhere")
+
+    await send_message(alice_socket, "hello everyone")
+
+    for socket in (alice_socket, bob_socket):
+        frame = await receive_until(socket, has_message("hello everyone"))
+        assert "alice" in visible_text(frame)
+        assert 'hx-swap-oob="beforeend:#messages"' in frame
+    message = await sync_to_async(Message.objects.get)()
+    assert message.body == "hello everyone"
+    assert f'id="message-{message.pk}"' in frame
+    assert await carol_socket.receive_nothing(timeout=0.3)
+    for socket in (alice_socket, bob_socket, carol_socket):
+        await socket.disconnect()
+
+
+async def test_sender_gets_a_fresh_empty_form_and_a_cleared_error(alice):
+    socket = await joined(alice)
+    await send_message(socket, "/pm nobody hi")
+    error = await receive_until(socket, lambda f: 'id="chat-error"' in f)
+    assert "There is no user called nobody" in visible_text(error)
+
+    await send_message(socket, "now a real message")
+    frame = await receive_until(socket, lambda f: 'id="message-form"' in f)
+    assert element_ids(frame)[:2] == ["chat-error", "message-form"]
+    assert 'value=""' in frame
+    assert visible_text(frame.split("<form")[0]) == ""
+    await socket.disconnect()
+
+
+async def test_message_text_is_escaped_never_html(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    payload = '<img src=x onerror=alert(1)><b>bold</b><div hx-get="/x" hx-trigger="load">'
+    await send_message(alice_socket, payload)
+
+    frame = await receive_until(bob_socket, has_message("<img src=x"))
+    assert visible_text(frame).endswith(payload)
+    assert "img" not in element_tags(frame)
+    assert "b" not in element_tags(frame)
+    assert "hx-trigger" not in frame.replace("hx-trigger=&quot;", "")
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_on_connect_the_log_is_replaced_with_the_recent_history(alice, make_user):
+    author = await sync_to_async(make_user)()
+    room_messages = [f"old message {i}" for i in range(55)]
+    socket = await open_socket(author, "history")
+    await receive_until(socket, lambda f: 'id="messages"' in f)
+    for text in room_messages:
+        await sync_to_async(Message.objects.create)(room_id=await _room_id("history"), author=author, body=text)
+    await socket.disconnect()
+
+    socket = await open_socket(alice, "history")
+    log = await receive_until(socket, lambda f: 'id="messages"' in f)
+    assert 'hx-swap-oob="true"' in log
+    text = visible_text(log)
+    assert "old message 54" in text
+    assert "old message 5 " in text
+    assert "old message 4 " not in text
+    assert len([i for i in element_ids(log) if i.startswith("message-")]) == 50
+    await socket.disconnect()
+
+
+async def _room_id(name: str) -> int:
+    from chat.models import Room
+
+    return (await sync_to_async(Room.objects.get)(name__iexact=name)).pk
+
+
+async def test_a_reconnecting_tab_gets_what_it_missed(alice, bob):
+    bob_socket = await joined(bob)
+    await bob_socket.disconnect()
+    alice_socket = await joined(alice)
+    await send_message(alice_socket, "sent while bob was away")
+    await receive_until(alice_socket, has_message("sent while bob was away"))
+
+    bob_socket = await open_socket(bob)
+    log = await receive_until(bob_socket, lambda f: 'id="messages"' in f)
+    assert "sent while bob was away" in visible_text(log)
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_presence_counts_tabs_so_closing_one_of_two_keeps_the_user_online(alice, bob):
+    bob_socket = await joined(bob)
+    alice_tab_1 = await joined(alice)
+    alice_tab_2 = await joined(alice)
+    await alice_tab_1.disconnect()
+
+    assert ">alice<" in await latest_online_list(bob_socket)
+    await alice_tab_2.disconnect()
+    assert ">alice<" not in await latest_online_list(bob_socket)
+    await bob_socket.disconnect()
+
+
+async def test_the_online_list_updates_live_as_people_join_and_leave(alice, bob):
+    bob_socket = await joined(bob)
+    alice_socket = await joined(alice)
+    online = await receive_until(bob_socket, lambda f: 'id="online-users"' in f and ">alice<" in f)
+    assert [t for t in element_tags(online) if t == "li"] == ["li", "li"]
+
+    await alice_socket.disconnect()
+    online = await receive_until(bob_socket, lambda f: 'id="online-users"' in f and ">alice<" not in f)
+    assert ">bob<" in online
+    assert await sync_to_async(Connection.objects.filter(user=alice).count)() == 0
+    await bob_socket.disconnect()
+
+
+async def test_private_message_reaches_every_tab_of_target_and_sender_and_nobody_else(alice, bob, carol):
+    alice_socket = await joined(alice)
+    bob_tab_here, bob_tab_elsewhere = await joined(bob), await joined(bob, "elsewhere")
+    carol_socket = await joined(carol)
+    await receive_until(alice_socket, lambda f: ">carol<" in f)
+
+    await send_message(alice_socket, "/pm BOB meet me at noon")
+
+    for socket in (bob_tab_here, bob_tab_elsewhere, alice_socket):
+        frame = await receive_until(socket, has_message("meet me at noon"))
+        assert "message--private" in frame
+        assert "private to bob" in visible_text(frame)
+    assert "/pm" not in visible_text(frame)
+    assert await carol_socket.receive_nothing(timeout=0.3)
+    for socket in (alice_socket, bob_tab_here, bob_tab_elsewhere, carol_socket):
+        await socket.disconnect()
+
+
+async def test_private_message_to_an_offline_user_is_shown_when_they_next_open_a_room(alice, bob):
+    alice_socket = await joined(alice)
+    await send_message(alice_socket, "/pm bob read this later")
+    await receive_until(alice_socket, has_message("read this later"))
+
+    bob_socket = await open_socket(bob, "another-room")
+    log = await receive_until(bob_socket, lambda f: 'id="messages"' in f)
+    assert "read this later" in visible_text(log)
+    assert "message--private" in log
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("/pm ghost hello", "There is no user called ghost."),
+        ("/pm alice hello me", "You cannot send a private message to yourself."),
+        ("/pm bob", "Write something after the name"),
+        ("/pm", "Say who the private message is for"),
+        ("x" * 2001, "Messages can be at most 2,000 characters; yours has 2,001."),
+    ],
+)
+async def test_refused_messages_get_an_error_keep_their_text_and_store_nothing(alice, bob, text, error):
+    socket = await joined(alice)
+    await send_message(socket, text)
+    frame = await receive_until(socket, lambda f: 'id="chat-error"' in f)
+    assert error in visible_text(frame)
+    assert f'value="{text}"' in frame
+    assert await sync_to_async(Message.objects.count)() == 0
+    await send_message(socket, "the socket still works")
+    await receive_until(socket, has_message("the socket still works"))
+    await socket.disconnect()
+
+
+async def test_a_blank_message_is_ignored(alice):
+    socket = await joined(alice)
+    await send_message(socket, "   ")
+    frame = await receive_until(socket, lambda f: 'id="message-form"' in f)
+    assert "message-body" not in frame
+    assert await sync_to_async(Message.objects.count)() == 0
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize("frame", ["not json", "[1, 2]", '{"message": 5}', '{"HEADERS": {}}', "null"])
+async def test_malformed_frames_get_an_error_and_the_socket_stays_open(alice, frame):
+    socket = await joined(alice)
+    await socket.send_to(text_data=frame)
+    error = await receive_until(socket, lambda f: 'id="chat-error"' in f)
+    assert "could not be read" in visible_text(error)
+    await send_message(socket, "still here")
+    await receive_until(socket, has_message("still here"))
+    await socket.disconnect()
+
+
+async def test_binary_frames_get_an_error_and_the_socket_stays_open(alice):
+    socket = await joined(alice)
+    await socket.send_to(bytes_data=b"\x00\x01")
+    error = await receive_until(socket, lambda f: 'id="chat-error"' in f)
+    assert "could not be read" in visible_text(error)
+    await socket.disconnect()
+
+
+async def test_a_flood_is_refused_across_tabs_after_ten_messages_in_ten_seconds(alice, bob):
+    tab_1, tab_2 = await joined(alice), await joined(alice, "elsewhere")
+    for i in range(10):
+        await send_message(tab_1 if i % 2 else tab_2, f"burst {i}")
+        await receive_until(tab_1 if i % 2 else tab_2, lambda f: 'id="message-form"' in f and 'value=""' in f)
+
+    await send_message(tab_1, "one too many")
+    frame = await receive_until(tab_1, lambda f: 'id="chat-error"' in f and "Slow down" in f)
+    assert 'value="one too many"' in frame
+    assert await sync_to_async(Message.objects.filter(author=alice).count)() == 10
+    await tab_1.disconnect()
+    await tab_2.disconnect()
+
+
+async def test_an_anonymous_socket_is_accepted_then_closed_with_4001(db):
+    socket = await open_socket(None, connect=False)
+    connected, _ = await socket.connect()
+    assert connected
+    assert (await socket.receive_output())["code"] == 4001
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", None])
+async def test_a_socket_from_a_foreign_or_missing_origin_is_refused_at_the_handshake(alice, origin):
+    socket = await open_socket(alice, origin=origin, connect=False)
+    connected, _ = await socket.connect()
+    assert not connected
+    assert await sync_to_async(Connection.objects.count)() == 0
+
+
+@pytest.mark.parametrize("room", ["has space", "a" * 51, "semi;colon", "%3Cscript%3E"])
+async def test_an_invalid_room_name_is_accepted_then_closed_with_4004_and_a_reason(alice, room):
+    socket = await open_socket(alice, room, connect=False)
+    connected, _ = await socket.connect()
+    assert connected
+    error = await socket.receive_from()
+    assert "Room names are 1 to 50" in visible_text(error)
+    assert (await socket.receive_output())["code"] == 4004
+
+
+async def test_room_names_are_case_insensitive_on_the_socket(alice, bob):
+    alice_socket = await joined(alice, "General")
+    bob_socket = await joined(bob, "general")
+    await send_message(bob_socket, "same room")
+    await receive_until(alice_socket, has_message("same room"))
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("channel_layer", ["redis"], indirect=True)
+async def test_an_idle_socket_outlives_redis_read_timeouts(alice, bob):
+    """redis-py's socket timeout must not kill the layer's blocking reads (channels_redis#422)."""
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    await asyncio.sleep(11)
+    await send_message(alice_socket, "still connected after 11 s")
+    await receive_until(bob_socket, has_message("still connected after 11 s"))
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+urlpatterns = [
+    path("", views.room_directory, name="directory"),
+    path("<str:room_name>/", views.room_detail, name="room"),
+    path("<str:room_name>/private-to/", views.private_message_form, name="private_form"),
+]

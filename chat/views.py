@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from chat import fragments, selectors, services
+from chat.models import Room
+
+
+@require_GET
+@login_required
+def room_directory(request: HttpRequest) -> HttpResponse:
+    """Every room with its online count; `?name=` opens (or creates) a room."""
+    name = request.GET.get("name")
+    if name is not None:
+        name = name.strip()
+        try:
+            services.room_name_validate(name)
+        except services.InvalidRoomName as error:
+            return render(
+                request,
+                "chat/directory.html",
+                {"rooms": selectors.room_directory(), "name": name, "error": str(error)},
+                status=400,
+            )
+        return redirect("chat:room", room_name=name)
+    return render(request, "chat/directory.html", {"rooms": selectors.room_directory()})
+
+
+def _room_or_error(request: HttpRequest, room_name: str) -> Room | HttpResponse:
+    try:
+        return services.room_get_or_create(name=room_name)
+    except services.InvalidRoomName as error:
+        return render(request, "chat/room_invalid.html", {"name": room_name, "error": str(error)}, status=400)
+
+
+@require_GET
+@login_required
+def room_detail(request: HttpRequest, room_name: str) -> HttpResponse:
+    """The room page: its recent log, who is online, the message box."""
+    room = _room_or_error(request, room_name)
+    if isinstance(room, HttpResponse):
+        return room
+    context = {
+        "room": room,
+        "messages": selectors.message_list_recent(room=room, user=request.user),
+        "online_users": selectors.room_online_users(room=room),
+        "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
+    }
+    return render(request, "chat/room.html", context)
+
+
+@require_GET
+@login_required
+def private_message_form(request: HttpRequest, room_name: str) -> HttpResponse:
+    """The message form prefilled with `/pm <username> `, swapped in when a name is clicked."""
+    room = _room_or_error(request, room_name)
+    if isinstance(room, HttpResponse):
+        return room
+    if not request.htmx:
+        return redirect("chat:room", room_name=room.name)
+    recipient = selectors.user_get_by_username(username=request.GET.get("to", ""))
+    draft = f"/pm {recipient.username} " if recipient else ""
+    return HttpResponse(fragments.message_form(room=room, draft=draft, oob=False))

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="chat:directory", permanent=False)),
+    path("accounts/", include("allauth.urls")),
+    path("chat/", include("chat.urls")),
+    path("admin/", admin.site.urls),
+]
