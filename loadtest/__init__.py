@@ -1,0 +1,8 @@
+"""Load generator for the chat: browser-like sign-ins and htmx-style sockets against a loopback server."""
+
+from __future__ import annotations
+
+from loadtest.client import LoadTestError
+from loadtest.scenarios import SCENARIOS, human_line, run
+
+__all__ = ["SCENARIOS", "LoadTestError", "human_line", "run"]

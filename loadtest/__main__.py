@@ -1,0 +1,91 @@
+"""Command line: python -m loadtest {fanout,ramp,churn} [options]; JSON summary on stdout, one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from loadtest.client import DEFAULT_PASSWORD, LoadTestError
+from loadtest.scenarios import human_line, run
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every scenario takes."""
+    group = parser.add_argument_group("target and setup")
+    group.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL; loopback hosts only")
+    group.add_argument("--prefix", default="load", help="user names are PREFIX0, PREFIX1, ... (default: load)")
+    group.add_argument("--password", default=DEFAULT_PASSWORD, help="password of every load user")
+    group.add_argument("--room-prefix", default="loadroom", help="rooms are ROOM_PREFIX0, ... (default: loadroom)")
+    group.add_argument(
+        "--server-pid", dest="server_pids", type=int, action="append", default=[], help="server pid to sample (repeat)"
+    )
+    group.add_argument(
+        "--redis-pid", dest="redis_pids", type=int, action="append", default=[], help="redis-server pid to sample"
+    )
+    group.add_argument("--login-concurrency", type=int, default=20, help="sign-ins in flight (default: 20)")
+    group.add_argument("--connect-concurrency", type=int, default=50, help="socket opens in flight (default: 50)")
+    group.add_argument(
+        "--connect-timeout", type=float, default=15.0, help="s to open a socket and see its first frame"
+    )
+    group.add_argument("--http-timeout", type=float, default=120.0, help="s for one HTTP request (default: 120)")
+    group.add_argument("--session-cookie", default="sessionid", help="the session cookie's name (default: sessionid)")
+    group.add_argument("--timeout", type=float, default=None, help="hard bound on the whole run, s (default: derived)")
+    group.add_argument("--seed", type=int, default=None, help="seed for the senders' random phases")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per scenario."""
+    parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="{fanout,ramp,churn}")
+
+    fanout = sub.add_parser("fanout", help="R rooms x C clients, S senders per room; delivery latency and ratio")
+    fanout.add_argument("--rooms", type=int, default=1, help="rooms (default: 1)")
+    fanout.add_argument("--clients", type=int, default=50, help="clients per room, senders included (default: 50)")
+    fanout.add_argument("--senders", type=int, default=5, help="senders per room (default: 5)")
+    fanout.add_argument("--rate", type=float, default=0.5, help="messages/s per sender; keep under 1 (default: 0.5)")
+    fanout.add_argument("--duration", type=float, default=10.0, help="seconds of sending (default: 10)")
+    fanout.add_argument("--drain", type=float, default=10.0, help="s to wait for late deliveries (default: 10)")
+    fanout.add_argument("--settle", type=float, default=1.0, help="s between the last join and the first send")
+    fanout.add_argument("--users", type=int, default=None, help="distinct users (default: one per client)")
+    fanout.add_argument("--padding", type=int, default=0, help="extra characters per message (default: 0)")
+    _common(fanout)
+
+    ramp = sub.add_parser("ramp", help="open idle sockets up to a cap, hold them; connect latency and memory")
+    ramp.add_argument("--sockets", type=int, default=1000, help="sockets to open (default: 1000)")
+    ramp.add_argument("--connect-rate", type=float, default=100.0, help="socket opens started per s (default: 100)")
+    ramp.add_argument("--hold", type=float, default=10.0, help="s to hold them open at the cap (default: 10)")
+    ramp.add_argument("--rooms", type=int, default=10, help="rooms the sockets spread over (default: 10)")
+    ramp.add_argument("--users", type=int, default=None, help="users holding the sockets (default: min(sockets, 100))")
+    _common(ramp)
+
+    churn = sub.add_parser("churn", help="clients join and leave rooms repeatedly; joins/s and join latency")
+    churn.add_argument("--clients", type=int, default=10, help="concurrent join-leave loops (default: 10)")
+    churn.add_argument("--duration", type=float, default=10.0, help="seconds of churn (default: 10)")
+    churn.add_argument("--rooms", type=int, default=1, help="rooms the loops spread over (default: 1)")
+    churn.add_argument("--pause", type=float, default=0.0, help="s each loop waits after leaving (default: 0)")
+    _common(churn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scenario; exit 0 when it ran to the end, 2 on bad options or target, 3 on timeout or error."""
+    args = vars(build_parser().parse_args(argv))
+    scenario = args.pop("scenario")
+    try:
+        summary = asyncio.run(run(scenario, **args))
+    except LoadTestError as error:
+        print(f"loadtest: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loadtest: interrupted", file=sys.stderr)
+        return 130
+    json.dump(summary, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    print(human_line(summary), file=sys.stderr)
+    return 0 if summary["status"] == "ok" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
