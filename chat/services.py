@@ -106,9 +106,9 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
 
 
 def message_create(*, room: Room, author: User, body: str, recipient: User | None = None) -> Message:
-    with transaction.atomic():
-        message = Message.objects.create(room=room, author=author, recipient=recipient, body=body)
-        transaction.on_commit(partial(message_publish, message=message), robust=False)
+    message = Message.objects.create(room=room, author=author, recipient=recipient, body=body)
+    # Published once stored: at once in autocommit, after the commit inside a transaction.
+    transaction.on_commit(partial(message_publish, message=message), robust=False)
     return message
 
 

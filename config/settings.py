@@ -144,9 +144,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-# Serve straight from the app and project static folders when collectstatic has not run.
+# No manifest: pages render and whitenoise serves from the static folders even before collectstatic.
 WHITENOISE_USE_FINDERS = True
 
 # Production hardening when served over HTTPS (see README, "Deploying").

@@ -1,0 +1,46 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+# The PostgreSQL the test suite runs a second time against (skipped with a reason when absent).
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run test lint format migrate clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.base: $(BIN)/python requirements/base.txt
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base requirements/dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+migrate: $(VENV)/.base
+	$(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo "Chat on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 65536 config.asgi:application
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/python -m pytest
+	@echo "--- the database tests again, on PostgreSQL ($(TEST_POSTGRES_URL))"
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest accounts chat
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""The chat's rules, without a socket."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from chat import selectors, services
+from chat.models import Connection, Message, Room
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def room() -> Room:
+    return services.room_get_or_create(name="lobby")
+
+
+def test_a_private_command_names_a_user_in_any_casing(alice, bob):
+    parsed = services.message_parse(author=alice, text="  /pm BoB  hi there \n")
+    assert parsed == services.ParsedMessage(body="hi there", recipient=bob)
+
+
+def test_a_slash_that_is_not_a_command_is_an_ordinary_message(alice):
+    assert services.message_parse(author=alice, text="/pmx hello").recipient is None
+    assert services.message_parse(author=alice, text="/shrug").body == "/shrug"
+
+
+def test_a_message_of_exactly_the_limit_is_accepted(alice, room):
+    message = services.message_post(room=room, author=alice, text="y" * 2000)
+    assert len(message.body) == 2000
+
+
+def test_the_rate_limit_counts_only_the_sliding_window(alice, room):
+    for _ in range(10):
+        services.message_create(room=room, author=alice, body="old")
+    Message.objects.update(created_at=timezone.now() - timedelta(seconds=11))
+    assert services.message_post(room=room, author=alice, text="fresh").body == "fresh"
+
+
+def test_the_rate_limit_is_per_user(alice, bob, room):
+    for _ in range(10):
+        services.message_create(room=room, author=alice, body="burst")
+    with pytest.raises(services.ChatError, match="Slow down"):
+        services.message_post(room=room, author=alice, text="more")
+    assert services.message_post(room=room, author=bob, text="unaffected").author == bob
+
+
+def test_presence_expires_the_connections_of_a_process_that_stopped_refreshing(alice, bob, room):
+    services.presence_join(room=room, user=alice, channel_name="dead.1", server="dead-process")
+    services.presence_join(room=room, user=bob, channel_name="live.1", server="live-process")
+    Connection.objects.update(seen_at=timezone.now() - timedelta(seconds=61))
+    assert selectors.room_online_users(room=room) == []
+
+    services.presence_refresh(server="live-process")
+
+    assert selectors.room_online_users(room=room) == [bob]
+    assert list(Connection.objects.values_list("channel_name", flat=True)) == ["live.1"]
+
+
+def test_a_sole_server_clears_the_rows_left_by_its_previous_run_at_once(alice, room):
+    services.presence_join(room=room, user=alice, channel_name="old.1", server="previous-run")
+    services.presence_refresh(server="this-run", sole_server=True)
+    assert not Connection.objects.exists()
+
+
+def test_history_merges_the_room_with_the_users_private_messages(alice, bob, carol, room):
+    other = services.room_get_or_create(name="other")
+    public = services.message_create(room=room, author=bob, body="public")
+    services.message_create(room=other, author=bob, body="elsewhere")
+    to_alice = services.message_create(room=other, author=bob, body="psst", recipient=alice)
+    services.message_create(room=room, author=bob, body="not for alice", recipient=carol)
+    assert selectors.message_list_recent(room=room, user=alice) == [public, to_alice]
+
+
+def test_sending_a_message_is_one_insert_plus_the_rate_check(alice, room, django_assert_num_queries):
+    with django_assert_num_queries(2):
+        services.message_post(room=room, author=alice, text="counted")

@@ -1,0 +1,126 @@
+"""The pages: directory, room, and the private-message form swap."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from chat import services
+from chat.models import Connection, Message, Room
+from tests.support.html import element_ids, element_tags, visible_text
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_root_redirects_to_the_directory(alice_client: Client):
+    assert alice_client.get("/").url == "/chat/"
+
+
+@pytest.mark.parametrize("path", ["/chat/", "/chat/lobby/"])
+def test_anonymous_visitors_are_sent_to_login(client: Client, path: str):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/login/?next=")
+
+
+def test_the_directory_lists_every_room_with_people_online_latest_message_first(alice_client, alice, bob, carol):
+    quiet, busy, _empty = (Room.objects.create(name=n) for n in ("quiet", "Busy", "empty"))
+    services.message_create(room=quiet, author=bob, body="first")
+    services.message_create(room=busy, author=bob, body="later")
+    for channel, user in (("c1", bob), ("c2", bob), ("c3", carol)):
+        Connection.objects.create(channel_name=channel, room=busy, user=user, server="s")
+
+    html = alice_client.get("/chat/").content.decode()
+
+    room_list = html.split('id="room-list"')[1]
+    ids = [i for i in element_ids(room_list) if i.startswith("room-")]
+    assert ids == ["room-busy", "room-quiet", "room-empty"]
+    busy_item = html.split('id="room-busy">')[1].split("</li>")[0]
+    assert 'class="online-count"' in busy_item
+    assert visible_text(busy_item).startswith("#Busy 2 online")
+    assert "0 online" in visible_text(html.split('id="room-empty">')[1].split("</li>")[0])
+
+
+def test_the_directory_form_opens_a_room_by_name(alice_client):
+    response = alice_client.get("/chat/", {"name": " new-room "})
+    assert response.url == "/chat/new-room/"
+
+
+@pytest.mark.parametrize("name", ["", "has space", "x" * 51, "<script>"])
+def test_the_directory_form_refuses_an_invalid_name_with_a_clear_error(alice_client, name):
+    response = alice_client.get("/chat/", {"name": name})
+    assert response.status_code == 400
+    assert "Room names are 1 to 50 letters, digits, hyphens or underscores." in response.content.decode()
+    assert "script" not in element_tags(response.content.decode().split("<main")[1])
+
+
+def test_opening_a_new_valid_name_creates_the_room_once_in_any_casing(alice_client):
+    assert alice_client.get("/chat/Lobby/").status_code == 200
+    assert alice_client.get("/chat/LOBBY/").status_code == 200
+    assert list(Room.objects.values_list("name", flat=True)) == ["Lobby"]
+
+
+@pytest.mark.parametrize("name", ["has%20space", "x" * 51, "semi;colon", "%3Cb%3Ebold%3C%2Fb%3E"])
+def test_an_invalid_room_page_is_a_clear_400_never_a_500(alice_client, name):
+    response = alice_client.get(f"/chat/{name}/")
+    assert response.status_code == 400
+    assert "Room names are 1 to 50" in response.content.decode()
+    assert not Room.objects.exists()
+
+
+def test_the_room_page_shows_the_newest_50_messages_with_author_and_time(alice_client, bob):
+    room = Room.objects.create(name="lobby")
+    for i in range(55):
+        Message.objects.create(room=room, author=bob, body=f"note {i}")
+
+    html = alice_client.get("/chat/lobby/").content.decode()
+
+    message_ids = [i for i in element_ids(html) if i.startswith("message-") and i[8:].isdigit()]
+    assert len(message_ids) == 50
+    assert "note 5" in html
+    assert "note 4<" not in html
+    last = html.split(message_ids[-1])[1].split("</article>")[0]
+    assert "bob" in visible_text(last)
+    assert "<time datetime=" in last
+    assert "note 54" in visible_text(last)
+
+
+def test_the_room_page_holds_the_contract_elements(alice_client):
+    html = alice_client.get("/chat/lobby/").content.decode()
+    for element_id in ("messages", "online-users", "message-form", "chat-error"):
+        assert f'id="{element_id}"' in html
+    assert 'ws-connect="/ws/chat/lobby/"' in html
+    assert 'hx-ext="ws"' in html
+    assert '<form id="message-form" class="composer" ws-send' in html
+    assert 'name="message"' in html
+    assert 'role="alert"' in html
+    assert 'aria-live="polite"' in html
+    assert "https://" not in html  # nothing from a CDN
+
+
+def test_message_text_on_the_page_is_escaped(alice_client, bob):
+    room = Room.objects.create(name="lobby")
+    Message.objects.create(room=room, author=bob, body="<script>alert(1)</script><b>x</b>")
+    html = alice_client.get("/chat/lobby/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in html
+    assert "b" not in element_tags(html.split('id="messages"')[1].split("</div>")[0])
+
+
+def test_private_messages_show_only_on_the_pages_of_their_two_people(alice, bob, carol):
+    room = Room.objects.create(name="lobby")
+    services.message_create(room=room, author=alice, body="just for bob", recipient=bob)
+    for user, sees in ((alice, True), (bob, True), (carol, False)):
+        client = Client()
+        client.force_login(user)
+        assert ("just for bob" in client.get("/chat/somewhere-else/").content.decode()) is sees
+
+
+def test_clicking_a_name_swaps_in_a_form_prefilled_for_a_private_message(alice_client, bob):
+    url = reverse("chat:private_form", args=["lobby"])
+    response = alice_client.get(url, {"to": "BOB"}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert element_ids(html)[0] == "message-form"
+    assert 'value="/pm bob "' in html
+    assert "hx-swap-oob" not in html
+    assert alice_client.get(url, {"to": "bob"}).url == "/chat/lobby/"
