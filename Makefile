@@ -40,7 +40,7 @@ format: $(VENV)/.dev
 test: lint
 	$(BIN)/python -m pytest
 	@echo "--- the database tests again, on PostgreSQL ($(TEST_POSTGRES_URL))"
-	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest accounts chat
+	DATABASE_URL=$(TEST_POSTGRES_URL) CONN_MAX_AGE=0 $(BIN)/python -m pytest accounts chat
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
