@@ -61,7 +61,7 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         messages = selectors.message_list_recent(room=self.room, user=self.user)
         # Live messages already in this log are not forwarded again (a message may land in between).
         self.log_last_id = messages[-1].pk if messages else 0
-        self.log_html = fragments.message_log(messages=messages)
+        self.log_html = fragments.message_log(room=self.room, messages=messages)
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups and uncount the connection."""

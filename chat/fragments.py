@@ -11,8 +11,13 @@ from chat.models import Message, Room
 ROOM_TEMPLATE = "chat/room.html"
 
 
+def limits() -> dict[str, int]:
+    """The limits the room template shows (the form's maxlength, the log's page size)."""
+    return {"max_length": settings.CHAT_MESSAGE_MAX_LENGTH, "history_length": settings.CHAT_HISTORY_LENGTH}
+
+
 def _render(partial: str, context: dict) -> str:
-    return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {"max_length": settings.CHAT_MESSAGE_MAX_LENGTH, **context})
+    return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {**limits(), **context})
 
 
 def message_appended(*, message: Message) -> str:
@@ -20,9 +25,14 @@ def message_appended(*, message: Message) -> str:
     return _render("message-live", {"message": message})
 
 
-def message_log(*, messages: list[Message]) -> str:
+def message_log(*, room: Room, messages: list[Message]) -> str:
     """The whole recent log, replacing #messages (sent on every connect)."""
-    return _render("message-log", {"messages": messages, "oob": True})
+    return _render("message-log", {"room": room, "messages": messages, "oob": True})
+
+
+def older_messages(*, room: Room, messages: list[Message]) -> str:
+    """A page of older messages, replacing the scroll-back marker at the top of the log."""
+    return _render("older-messages", {"room": room, "messages": messages})
 
 
 def online_users(*, room: Room, users: list[User]) -> str:
@@ -35,3 +45,13 @@ def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
 
 def chat_error(*, error: str = "") -> str:
     return _render("chat-error", {"error": error, "oob": True})
+
+
+def messages_removed(*, message_ids: list[int]) -> str:
+    """Removes those messages from a page that shows them (moderation); ids it does not show are ignored."""
+    return _render("messages-removed", {"message_ids": message_ids})
+
+
+def room_status(*, room: Room) -> str:
+    """The line under the room's title saying whether it is read-only."""
+    return _render("room-status", {"room": room, "oob": True})

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import User
@@ -19,7 +20,8 @@ def presence_cutoff():
 
 
 def room_get(*, name: str) -> Room | None:
-    return Room.objects.filter(name__iexact=name).first()
+    # LOWER(name) = ..., which the case-insensitive unique index answers (iexact would not on PostgreSQL).
+    return Room.objects.alias(name_lower=Lower("name")).filter(name_lower=name.lower()).first()
 
 
 def room_directory() -> QuerySet[Room]:
@@ -42,18 +44,26 @@ def room_online_users(*, room: Room) -> list[User]:
     )
 
 
-def message_list_recent(*, room: Room, user: User, limit: int | None = None) -> list[Message]:
-    """The room's newest messages and the user's newest private messages, oldest first."""
+def message_list_recent(
+    *, room: Room, user: User, before: int | None = None, limit: int | None = None
+) -> list[Message]:
+    """The newest messages of the room and of the user's private ones (older than `before`), oldest first."""
     limit = limit or settings.CHAT_HISTORY_LENGTH
-    related = ("author", "recipient")
-    public = Message.objects.filter(room=room, recipient=None).select_related(*related).order_by("-id")[:limit]
-    private = (
-        Message.objects.filter(Q(recipient=user) | Q(author=user, recipient__isnull=False))
-        .select_related(*related)
-        .order_by("-id")[:limit]
-    )
-    return sorted({m.pk: m for m in [*public, *private]}.values(), key=lambda m: m.pk)
+    page: list[Message] = []
+    # Two keyset queries on their own indexes, merged: the room's log and the user's private messages.
+    for visible in (Q(room=room, recipient=None), Q(recipient=user) | Q(author=user, recipient__isnull=False)):
+        messages = Message.objects.filter(visible)
+        if before is not None:
+            messages = messages.filter(id__lt=before)
+        page.extend(messages.select_related("author", "recipient").order_by("-id")[:limit])
+    return sorted(page, key=lambda m: m.pk)[-limit:]
+
+
+def room_is_read_only(*, room: Room) -> bool:
+    """Whether a moderator has closed the room for posting, as stored now."""
+    return Room.objects.filter(pk=room.pk, read_only=True).exists()
 
 
 def user_get_by_username(*, username: str) -> User | None:
-    return get_user_model().objects.filter(username__iexact=username).first()
+    users = get_user_model().objects.alias(username_lower=Lower("username"))
+    return users.filter(username_lower=username.lower()).first()

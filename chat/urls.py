@@ -6,6 +6,7 @@ app_name = "chat"
 urlpatterns = [
     path("", views.room_directory, name="directory"),
     path("<str:room_name>/private-to/", views.private_message_form, name="private_form"),
+    path("<str:room_name>/history/", views.room_history, name="history"),
     # Any path, so that every invalid name (slashes included) gets the clear 400 page.
     path("<path:room_name>/", views.room_detail, name="room"),
 ]

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
@@ -45,12 +44,26 @@ def room_detail(request: HttpRequest, room_name: str) -> HttpResponse:
     if isinstance(room, HttpResponse):
         return room
     context = {
+        **fragments.limits(),
         "room": room,
         "messages": selectors.message_list_recent(room=room, user=request.user),
         "online_users": selectors.room_online_users(room=room),
-        "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
     }
     return render(request, "chat/room.html", context)
+
+
+@require_GET
+@login_required
+def room_history(request: HttpRequest, room_name: str) -> HttpResponse:
+    """The page of messages before `?before=<id>`, loaded as the reader scrolls up."""
+    room = _room_or_error(request, room_name)
+    if isinstance(room, HttpResponse):
+        return room
+    before = request.GET.get("before", "")
+    if not before.isdigit():
+        return HttpResponseBadRequest("?before= must be a message id.")
+    messages = selectors.message_list_recent(room=room, user=request.user, before=int(before))
+    return HttpResponse(fragments.older_messages(room=room, messages=messages))
 
 
 @require_GET

@@ -124,3 +124,57 @@ def test_clicking_a_name_swaps_in_a_form_prefilled_for_a_private_message(alice_c
     assert 'value="/pm bob "' in html
     assert "hx-swap-oob" not in html
     assert alice_client.get(url, {"to": "bob"}).url == "/chat/lobby/"
+
+
+def _message_ids(html: str) -> list[int]:
+    return [int(i[8:]) for i in element_ids(html) if i.startswith("message-") and i[8:].isdigit()]
+
+
+def test_scrolling_up_loads_older_pages_by_keyset_until_the_beginning(alice_client, bob):
+    room = Room.objects.create(name="lobby")
+    Message.objects.bulk_create(Message(room=room, author=bob, body=f"m{i}") for i in range(120))
+    ids = list(Message.objects.order_by("id").values_list("id", flat=True))
+
+    page = alice_client.get("/chat/lobby/").content.decode()
+    assert _message_ids(page) == ids[-50:]
+    assert f'hx-get="/chat/lobby/history/?before={ids[-50]}"' in page
+
+    older = alice_client.get(f"/chat/lobby/history/?before={ids[-50]}").content.decode()
+    assert _message_ids(older) == ids[-100:-50]
+    assert f"?before={ids[-100]}" in older
+
+    oldest = alice_client.get(f"/chat/lobby/history/?before={ids[-100]}").content.decode()
+    assert _message_ids(oldest) == ids[:20]
+    assert "This is the beginning of #lobby." in visible_text(oldest)
+    assert "hx-get" not in oldest
+
+
+def test_scroll_back_includes_the_readers_private_messages_and_no_one_elses(alice_client, alice, bob, carol):
+    room = Room.objects.create(name="lobby")
+    mine = services.message_create(room=room, author=bob, body="for alice", recipient=alice)
+    services.message_create(room=room, author=bob, body="for carol", recipient=carol)
+    newest = services.message_create(room=room, author=bob, body="public")
+    older = alice_client.get(f"/chat/lobby/history/?before={newest.pk}").content.decode()
+    assert _message_ids(older) == [mine.pk]
+
+
+@pytest.mark.parametrize("before", ["", "abc", "-1"])
+def test_scroll_back_refuses_a_malformed_cursor(alice_client, before):
+    assert alice_client.get(f"/chat/lobby/history/?before={before}").status_code == 400
+
+
+def test_a_room_of_100000_messages_opens_and_scrolls_back_in_a_constant_number_of_queries(
+    alice_client, bob, django_assert_max_num_queries
+):
+    room = Room.objects.create(name="big")
+    Message.objects.bulk_create(
+        (Message(room=room, author=bob, body=f"message {i}") for i in range(100_000)), batch_size=5000
+    )
+    middle = Message.objects.filter(room=room).order_by("id").values_list("id", flat=True)[50_000]
+    # session, user, room, log (room + private), online users
+    with django_assert_max_num_queries(6):
+        assert alice_client.get("/chat/big/").status_code == 200
+    with django_assert_max_num_queries(5):
+        older = alice_client.get(f"/chat/big/history/?before={middle}").content.decode()
+    assert _message_ids(older)[-1] == middle - 1
+    assert len(_message_ids(older)) == 50
