@@ -6,12 +6,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import User
 from chat.models import Message, Room
+
+SEARCH_CONFIG = "english"
 
 
 def presence_cutoff():
@@ -62,6 +65,30 @@ def message_list_recent(
 def room_is_read_only(*, room: Room) -> bool:
     """Whether a moderator has closed the room for posting, as stored now."""
     return Room.objects.filter(pk=room.pk, read_only=True).exists()
+
+
+def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
+    """The room's messages matching every word, newest first: full-text on PostgreSQL, substrings elsewhere."""
+    messages = Message.objects.filter(room=room, recipient=None).select_related("author")
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        # The same expression as the GIN index on chat_message.body, so the index answers it.
+        messages = messages.annotate(document=SearchVector("body", config=SEARCH_CONFIG)).filter(
+            document=SearchQuery(query, config=SEARCH_CONFIG, search_type="websearch")
+        )
+    else:
+        for word in query.split():
+            messages = messages.filter(body__icontains=word)
+    return list(messages.order_by("-id")[:limit])
+
+
+def message_context(*, room: Room, message_id: int, around: int = 25) -> list[Message]:
+    """A room message with the messages just before and after it, oldest first."""
+    messages = Message.objects.filter(room=room, recipient=None).select_related("author")
+    before = messages.filter(id__lt=message_id).order_by("-id")[:around]
+    rest = messages.filter(id__gte=message_id).order_by("id")[: around + 1]
+    return [*reversed(before), *rest]
 
 
 def user_get_by_username(*, username: str) -> User | None:

@@ -7,6 +7,8 @@ urlpatterns = [
     path("", views.room_directory, name="directory"),
     path("<str:room_name>/private-to/", views.private_message_form, name="private_form"),
     path("<str:room_name>/history/", views.room_history, name="history"),
+    path("<str:room_name>/search/", views.room_search, name="search"),
+    path("<str:room_name>/messages/<int:message_id>/", views.message_in_context, name="message"),
     # Any path, so that every invalid name (slashes included) gets the clear 400 page.
     path("<path:room_name>/", views.room_detail, name="room"),
 ]

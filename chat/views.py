@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
@@ -64,6 +64,31 @@ def room_history(request: HttpRequest, room_name: str) -> HttpResponse:
         return HttpResponseBadRequest("?before= must be a message id.")
     messages = selectors.message_list_recent(room=room, user=request.user, before=int(before))
     return HttpResponse(fragments.older_messages(room=room, messages=messages))
+
+
+@require_GET
+@login_required
+def room_search(request: HttpRequest, room_name: str) -> HttpResponse:
+    """The room's messages matching the words of `?q=`."""
+    room = _room_or_error(request, room_name)
+    if isinstance(room, HttpResponse):
+        return room
+    query = request.GET.get("q", "").strip()[:200]
+    results = selectors.message_search(room=room, query=query) if query else []
+    return render(request, "chat/search.html", {"room": room, "query": query, "results": results})
+
+
+@require_GET
+@login_required
+def message_in_context(request: HttpRequest, room_name: str, message_id: int) -> HttpResponse:
+    """A room message in its place in the history, with the messages around it."""
+    room = _room_or_error(request, room_name)
+    if isinstance(room, HttpResponse):
+        return room
+    messages = selectors.message_context(room=room, message_id=message_id)
+    if not any(m.pk == message_id for m in messages):
+        raise Http404("No such message in this room.")
+    return render(request, "chat/message_context.html", {"room": room, "messages": messages, "target": message_id})
 
 
 @require_GET

@@ -178,3 +178,43 @@ def test_a_room_of_100000_messages_opens_and_scrolls_back_in_a_constant_number_o
         older = alice_client.get(f"/chat/big/history/?before={middle}").content.decode()
     assert _message_ids(older)[-1] == middle - 1
     assert len(_message_ids(older)) == 50
+
+
+def test_search_finds_the_rooms_messages_by_every_word_and_links_each_to_its_place(alice_client, alice, bob):
+    room, other = Room.objects.create(name="lobby"), Room.objects.create(name="other")
+    hit = services.message_create(room=room, author=bob, body="The deploy finished at noon")
+    services.message_create(room=room, author=bob, body="deploy failed")
+    services.message_create(room=other, author=bob, body="deploy finished elsewhere")
+    services.message_create(room=room, author=bob, body="deploy finished privately", recipient=alice)
+
+    html = alice_client.get("/chat/lobby/search/", {"q": "deploy finished"}).content.decode()
+
+    results = html.split('id="search-results"')[1]
+    assert _message_ids(results) == [hit.pk]
+    assert f'href="/chat/lobby/messages/{hit.pk}/#message-{hit.pk}"' in results
+    assert "1 message found" in visible_text(html)
+
+
+def test_a_search_result_opens_the_message_among_its_neighbours(alice_client, bob):
+    room = Room.objects.create(name="lobby")
+    messages = [services.message_create(room=room, author=bob, body=f"n{i}") for i in range(60)]
+    target = messages[30]
+
+    html = alice_client.get(f"/chat/lobby/messages/{target.pk}/").content.decode()
+
+    assert _message_ids(html) == [m.pk for m in messages[5:56]]
+    assert html.split('class="is-target"')[1].split("</article>")[0].count(f'id="message-{target.pk}"') == 1
+
+
+def test_a_private_message_cannot_be_opened_through_the_context_page(alice_client, bob, carol):
+    room = Room.objects.create(name="lobby")
+    private = services.message_create(room=room, author=bob, body="secret", recipient=carol)
+    assert alice_client.get(f"/chat/lobby/messages/{private.pk}/").status_code == 404
+
+
+def test_search_escapes_the_query_and_the_results(alice_client, bob):
+    room = Room.objects.create(name="lobby")
+    services.message_create(room=room, author=bob, body="<b>bold</b> move")
+    html = alice_client.get("/chat/lobby/search/", {"q": "<b>bold</b>"}).content.decode()
+    main = html.split("<main")[1]
+    assert "b" not in element_tags(main)
