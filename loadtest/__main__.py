@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     fanout.add_argument("--rate", type=float, default=0.5, help="messages/s per sender; keep under 1 (default: 0.5)")
     fanout.add_argument("--duration", type=float, default=10.0, help="seconds of sending (default: 10)")
     fanout.add_argument("--drain", type=float, default=10.0, help="s to wait for late deliveries (default: 10)")
-    fanout.add_argument("--settle", type=float, default=1.0, help="s between the last join and the first send")
+    fanout.add_argument("--settle", type=float, default=1.0, help="min s between the last join and the first send")
+    fanout.add_argument(
+        "--settle-max", type=float, default=60.0, help="max s to wait for the sockets to go quiet (default: 60)"
+    )
     fanout.add_argument("--users", type=int, default=None, help="distinct users (default: one per client)")
     fanout.add_argument("--padding", type=int, default=0, help="extra characters per message (default: 0)")
     _common(fanout)
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ramp.add_argument("--sockets", type=int, default=1000, help="sockets to open (default: 1000)")
     ramp.add_argument("--connect-rate", type=float, default=100.0, help="socket opens started per s (default: 100)")
     ramp.add_argument("--hold", type=float, default=10.0, help="s to hold them open at the cap (default: 10)")
-    ramp.add_argument("--rooms", type=int, default=10, help="rooms the sockets spread over (default: 10)")
+    ramp.add_argument("--rooms", type=int, default=50, help="rooms the sockets spread over (default: 50)")
     ramp.add_argument("--users", type=int, default=None, help="users holding the sockets (default: min(sockets, 100))")
     _common(ramp)
 

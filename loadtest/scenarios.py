@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 import re
 import secrets
@@ -34,6 +35,8 @@ from loadtest.client import (
 )
 
 MAX_MESSAGE_CHARS = 2000
+# Sockets silent this long after the joins mean the server has sent every join broadcast.
+QUIET_S = 0.5
 ONLINE_MARK = 'id="online-users"'
 ARTICLE_MARK = 'id="message-'
 ERROR_MARK = 'id="chat-error"'
@@ -91,6 +94,7 @@ class FanoutOptions(CommonOptions):
     duration: float = 10.0
     drain: float = 10.0
     settle: float = 1.0
+    settle_max: float = 60.0
     users: int | None = None
     padding: int = 0
 
@@ -118,7 +122,7 @@ class FanoutOptions(CommonOptions):
             self.setup_allowance(self.user_count())
             + 0.05 * self.rooms * self.clients
             + self.connect_timeout
-            + self.settle
+            + max(self.settle, self.settle_max)
             + self.duration
             + self.drain
             + 30.0
@@ -132,7 +136,7 @@ class RampOptions(CommonOptions):
     sockets: int = 1000
     connect_rate: float = 100.0
     hold: float = 10.0
-    rooms: int = 10
+    rooms: int = 50
     users: int | None = None
 
     def validate(self) -> None:
@@ -310,6 +314,7 @@ class FanoutStats:
         self.room_sizes = room_sizes
         self.refused_expected = 0
         self.latencies: list[int] = []
+        self.sent_at: list[int] = []
         self.delivered = 0
         self.duplicates = 0
         self.misrouted = 0
@@ -319,6 +324,7 @@ class FanoutStats:
         self.refusals = 0
         self.error_samples: Counter[str] = Counter()
         self.first_send_ns = 0
+        self.last_frame_ns = 0
         self.last_delivery_ns = 0
 
     def note_error(self, frame: str, room_index: int) -> None:
@@ -334,6 +340,18 @@ class FanoutStats:
             self.errors += 1
         if len(self.error_samples) < 10 or text in self.error_samples:
             self.error_samples[text[:200]] += 1
+
+
+def latency_timeline(sent_at: list[int], latencies: list[int], origin_ns: int, max_buckets: int = 60) -> list[dict]:
+    """Latency by send time (buckets of whole seconds, at most `max_buckets`): shows a queue building up."""
+    if not latencies:
+        return []
+    span_s = (max(sent_at) - origin_ns) / 1e9
+    width = max(1, math.ceil((span_s + 1e-9) / max_buckets))
+    buckets: dict[int, list[int]] = {}
+    for sent, latency in zip(sent_at, latencies, strict=True):
+        buckets.setdefault(int((sent - origin_ns) / 1e9 // width) * width, []).append(latency)
+    return [{"s": start, **percentiles_ms(values)} for start, values in sorted(buckets.items())]
 
 
 class FanoutClient:
@@ -357,6 +375,7 @@ class FanoutClient:
         stats = self.stats
         stats.frames += 1
         stats.bytes += len(data)
+        stats.last_frame_ns = now
         if ARTICLE_MARK in data:
             in_frame: set[int] = set()
             for match in stats.token_re.finditer(data):
@@ -372,7 +391,9 @@ class FanoutClient:
                 else:
                     self.seen.add(key)
                     stats.delivered += 1
-                    stats.latencies.append(now - int(match[3]))
+                    sent_ns = int(match[3])
+                    stats.latencies.append(now - sent_ns)
+                    stats.sent_at.append(sent_ns)
                     stats.last_delivery_ns = now
         if ERROR_MARK in data:
             stats.note_error(data, self.room_index)
@@ -415,6 +436,7 @@ class Fanout(Scenario):
         self.expected = 0
         self.send_lag_max = 0.0
         self.window_s = 0.0
+        self.settle_s = 0.0
 
     def user_index(self, room: int, slot: int) -> int:
         """Which user a client uses: senders are distinct users, receivers fill the rest round robin."""
@@ -452,6 +474,20 @@ class Fanout(Scenario):
                 return
         client.connected = True
         self.connected_per_room[client.room_index] += 1
+
+    async def settle_down(self) -> None:
+        """Wait --settle s, then until no frame came for QUIET_S (join broadcasts drained), at most --settle-max s."""
+        self.phase = "settle"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.sleep(self.options.settle)
+        deadline = started + max(self.options.settle, self.options.settle_max)
+        while loop.time() < deadline:
+            quiet_s = (time.monotonic_ns() - self.stats.last_frame_ns) / 1e9
+            if quiet_s >= QUIET_S:
+                break
+            await asyncio.sleep(min(QUIET_S - quiet_s, deadline - loop.time()) + 0.001)
+        self.settle_s = loop.time() - started
 
     async def send_loop(self, client: FanoutClient, sender: int, t0: float) -> None:
         """Send this sender's messages on a fixed schedule (open loop) at the asked rate."""
@@ -499,7 +535,7 @@ class Fanout(Scenario):
                 self.clients.append(FanoutClient(self.stats, room_index, room, account))
         gate = asyncio.Semaphore(options.connect_concurrency)
         await asyncio.gather(*(self.connect(client, gate) for client in self.clients))
-        await asyncio.sleep(options.settle)
+        await self.settle_down()
 
         self.phase = "send"
         loop = asyncio.get_running_loop()
@@ -543,6 +579,7 @@ class Fanout(Scenario):
             "closed_during_run": sum(1 for client in self.clients if client.closed_early),
             "close_codes": dict(Counter(c.close_code for c in self.clients if c.closed_early and c.close_code)),
         }
+        summary["connect"]["settle_s"] = round(self.settle_s, 2)
         summary["messages"] = {
             "sent": self.sent,
             "send_failures": self.send_failures,
@@ -565,6 +602,7 @@ class Fanout(Scenario):
             "frames_per_s": round(stats.delivered / window, 1) if window else None,
         }
         summary["latency_ms"] = percentiles_ms(stats.latencies)
+        summary["latency_timeline"] = latency_timeline(stats.sent_at, stats.latencies, stats.first_send_ns)
         summary["errors"] = {
             "errors": stats.errors,
             "refusals": stats.refusals,
@@ -600,6 +638,7 @@ class Ramp(Scenario):
         self.open_after_hold: int | None = None
         self.early_closes: Counter[int | None] = Counter()
         self.hold_generator: dict | None = None
+        self.frames_during_hold: int | None = None
 
     def attempt_done(self) -> None:
         """Count one finished connect attempt (success or failure)."""
@@ -682,7 +721,9 @@ class Ramp(Scenario):
 
         self.phase = "hold"
         self.generator.restart()
+        frames_at_cap = self.frames
         await asyncio.sleep(options.hold)
+        self.frames_during_hold = self.frames - frames_at_cap
         self.open_after_hold = self.open
         self.server.mark("after")
         self.redis.mark("after")
@@ -711,6 +752,7 @@ class Ramp(Scenario):
             "ramp_s": round(self.ramp_s, 2),
             "achieved_rate": round(opened / self.ramp_s, 1) if self.ramp_s else None,
             "frames_received": self.frames,
+            "frames_during_hold": self.frames_during_hold,
         }
         summary["connect_ms"] = percentiles_ms(self.connect_ns)
         summary["first_frame_ms"] = percentiles_ms(self.first_frame_ns)

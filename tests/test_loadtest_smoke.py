@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaphneServer]:
     try:
         yield daphne
     finally:
+        # Let the last churn sockets' disconnects finish: a SIGTERM that lands during one has been seen to
+        # keep daphne alive until the helper's 10 s SIGKILL (a shutdown matter of the server, not of this test).
+        time.sleep(1)
         daphne.stop()
 
 
