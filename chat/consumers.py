@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 
 from channels.db import database_sync_to_async
@@ -24,12 +25,15 @@ SERVER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_INVALID_ROOM = 4004
+# The browser sends typing notices at most every 2 s; the server forwards at most that many.
+TYPING_THROTTLE_SECONDS = 2.0
 
 
 class ChatRoomConsumer(AsyncWebsocketConsumer):
     """One browser tab with one room open."""
 
     room: Room | None = None
+    typing_sent_at = float("-inf")
 
     async def connect(self) -> None:
         """Join the room's and the user's groups, count the connection, send the log."""
@@ -75,11 +79,17 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         """Take one frame of the message form, as the htmx ws extension sends it."""
         if self.room is None:
             return
-        text = self.message_text(text_data)
-        if text is None:
+        payload = self.frame_payload(text_data)
+        if isinstance(payload.get("message"), str):
+            await self.post_message(payload["message"])
+        elif payload.get("typing"):
+            await self.announce_typing()
+        else:
             logger.warning("frame rejected: user=%s room=%s malformed", self.user.username, self.room.name)
             await self.send_error("That message could not be read. Please type it again.")
-            return
+
+    async def post_message(self, text: str) -> None:
+        """Store and publish what the form sent; answer the sender with a fresh form or an error."""
         try:
             await database_sync_to_async(services.message_post)(room=self.room, author=self.user, text=text)
         except services.DeliveryError as error:
@@ -90,18 +100,24 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         else:
             await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
 
+    async def announce_typing(self) -> None:
+        """Tell the others in the room that this user is typing: throttled, nothing stored."""
+        now = time.monotonic()
+        if now - self.typing_sent_at < TYPING_THROTTLE_SECONDS:
+            return
+        self.typing_sent_at = now
+        html = fragments.typing(typist=self.user)
+        event = {"type": "chat.fragment", "html": html, "skip_user_id": self.user.pk}
+        await self.channel_layer.group_send(self.room.group_name, event)
+
     @staticmethod
-    def message_text(text_data: str | None) -> str | None:
-        """The `message` field of a JSON frame, or None when the frame is not one."""
-        if text_data is None:
-            return None
+    def frame_payload(text_data: str | None) -> dict:
+        """The JSON object of a text frame, or {} when the frame is not one."""
         try:
-            payload = json.loads(text_data)
+            payload = json.loads(text_data) if text_data is not None else None
         except ValueError:
-            return None
-        if not isinstance(payload, dict) or not isinstance(payload.get("message"), str):
-            return None
-        return payload["message"]
+            return {}
+        return payload if isinstance(payload, dict) else {}
 
     async def send_error(self, error: str, draft: str = "") -> None:
         """Show the error above the form and keep what the user typed."""
@@ -110,10 +126,12 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         )
 
     async def chat_fragment(self, event: dict) -> None:
-        """Forward HTML rendered once for the whole group."""
-        message_id = event.get("message_id")
-        if message_id is None or message_id > self.log_last_id:
-            await self.send(text_data=event["html"])
+        """Forward HTML rendered once for the whole group (not a message already in this log, not to a typist)."""
+        if event.get("message_id", self.log_last_id + 1) <= self.log_last_id:
+            return
+        if event.get("skip_user_id") == self.user.pk:
+            return
+        await self.send(text_data=event["html"])
 
 
 _heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}

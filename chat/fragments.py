@@ -43,6 +43,11 @@ def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
     return _render("message-form", {"room": room, "draft": draft, "oob": oob})
 
 
+def typing(*, typist: User) -> str:
+    """The notice that someone is typing, replacing their previous one (it fades by itself)."""
+    return _render("typing", {"typist": typist})
+
+
 def chat_error(*, error: str = "") -> str:
     return _render("chat-error", {"error": error, "oob": True})
 
