@@ -1,0 +1,219 @@
+"""Browser-side helpers of the end-to-end suite: users with their own browser context, and room tabs."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Dialog, Locator, Page, WebSocket, expect
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_MISSING = f"Chromium not found at {CHROMIUM}: apt install chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1200, "height": 800}
+# What "live" means here: a message reaches every open page within this many milliseconds.
+LIVE_MS = 5_000
+# Long enough for the ws extension's backoff (full jitter: 1, 2, 4, 8 s caps) to find a restarted server.
+RECONNECT_MS = 25_000
+SOCKET_PATH = "/ws/chat/"
+
+_serial = itertools.count(1)
+_used_names: set[str] = set()
+
+
+def unique_name(prefix: str) -> str:
+    """A user or room name not used before in this test session: the prefix itself first, then prefix-N."""
+    name = prefix
+    while name.lower() in _used_names:
+        name = f"{prefix}{next(_serial)}"
+    _used_names.add(name.lower())
+    return name
+
+
+def wait_until(predicate: Callable[[], bool], page: Page, timeout_ms: float, what: str) -> None:
+    """Poll a condition that only Playwright's events can change, letting the page dispatch them meanwhile."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_ms / 1000:g} s waiting for {what}")
+        page.wait_for_timeout(50)
+
+
+@dataclass
+class SocketWatch:
+    """The room sockets one page opened, and what they received, as Playwright reports them."""
+
+    sockets: list[WebSocket] = field(default_factory=list)
+    frames: dict[int, int] = field(default_factory=dict)
+    closed: set[int] = field(default_factory=set)
+
+    def attach(self, page: Page) -> None:
+        page.on("websocket", self._opened)
+
+    def _opened(self, socket: WebSocket) -> None:
+        if SOCKET_PATH not in socket.url:
+            return
+        index = len(self.sockets)
+        self.sockets.append(socket)
+        self.frames[index] = 0
+        socket.on("framereceived", lambda _payload: self._received(index))
+        socket.on("close", lambda _socket: self.closed.add(index))
+
+    def _received(self, index: int) -> None:
+        self.frames[index] += 1
+
+    @property
+    def live(self) -> bool:
+        """The newest socket is open and the server has spoken on it (it sends the log on connect)."""
+        if not self.sockets:
+            return False
+        newest = len(self.sockets) - 1
+        return newest not in self.closed and self.frames[newest] > 0
+
+
+@dataclass
+class Tab:
+    """One browser tab of one user with a room page open."""
+
+    user: ChatUser
+    page: Page
+    room: str
+    watch: SocketWatch
+
+    @property
+    def messages(self) -> Locator:
+        return self.page.locator("#messages")
+
+    @property
+    def message_input(self) -> Locator:
+        return self.page.locator('#message-form input[name="message"]')
+
+    @property
+    def online_users(self) -> Locator:
+        return self.page.locator("#online-users")
+
+    @property
+    def error(self) -> Locator:
+        return self.page.locator("#chat-error")
+
+    def message(self, body: str) -> Locator:
+        """The messages in this tab's log whose text is exactly this body."""
+        return self.messages.locator("article.message").filter(
+            has=self.page.locator(".message-body", has_text=re.compile(rf"^\s*{re.escape(body)}\s*$"))
+        )
+
+    def online_user(self, username: str) -> Locator:
+        """The entry of a user in this tab's online list (a button with the username)."""
+        return self.online_users.locator("li button", has_text=re.compile(rf"^\s*{re.escape(username)}\s*$"))
+
+    def sockets_opened(self) -> int:
+        return len(self.watch.sockets)
+
+    def wait_connected(self, timeout_ms: float = 10_000, after: int = 0) -> None:
+        """Wait until the room socket is open and synced (opened after `after` earlier sockets), and self is listed."""
+        wait_until(
+            lambda: len(self.watch.sockets) > after and self.watch.live,
+            self.page,
+            timeout_ms,
+            f"{self.user.username}'s socket to {self.room} to open and receive the room's state",
+        )
+        expect(self.online_user(self.user.username)).to_be_visible(timeout=timeout_ms)
+
+    def send(self, text: str) -> None:
+        """Type a message and press Enter, as a person does."""
+        self.message_input.fill(text)
+        self.message_input.press("Enter")
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@dataclass
+class ChatUser:
+    """A signed-up, logged-in user with a browser context of their own."""
+
+    username: str
+    password: str
+    context: BrowserContext
+    console: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def new_page(self) -> tuple[Page, SocketWatch]:
+        """A new tab that records its console, its dialogs (alerts) and its room sockets."""
+        page = self.context.new_page()
+        watch = SocketWatch()
+        watch.attach(page)
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+        page.on("dialog", self._dialog)
+        return page, watch
+
+    def _console(self, message: ConsoleMessage) -> None:
+        self.console.append(f"{message.type}: {message.text}")
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def open_room(self, room: str, *, connected: bool = True) -> Tab:
+        """Open a room in a new tab and, by default, wait until its socket is open."""
+        page, watch = self.new_page()
+        page.goto(f"/chat/{room}/")
+        tab = Tab(user=self, page=page, room=room, watch=watch)
+        if connected:
+            tab.wait_connected()
+        return tab
+
+    def open_directory(self) -> Page:
+        page, _watch = self.new_page()
+        page.goto("/chat/")
+        return page
+
+
+def new_context(browser: Browser, base_url: str) -> BrowserContext:
+    context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+    return context
+
+
+def new_password() -> str:
+    return f"e2e-{secrets.token_urlsafe(12)}"
+
+
+def csrf_token(html: str) -> str:
+    found = re.search(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"', html)
+    if found is None:
+        raise AssertionError("no csrfmiddlewaretoken in the signup page")
+    return found.group(1)
+
+
+def sign_up_by_request(context: BrowserContext, username: str, password: str) -> None:
+    """POST the real signup form through the context's cookie jar; allauth logs the context in."""
+    page = context.request.get("/accounts/signup/")
+    assert page.ok, f"GET /accounts/signup/ answered {page.status}"
+    response = context.request.post(
+        "/accounts/signup/",
+        form={
+            "csrfmiddlewaretoken": csrf_token(page.text()),
+            "username": username,
+            "email": "",
+            "password1": password,
+            "password2": password,
+        },
+    )
+    if not response.ok or response.url.rstrip("/").endswith("/accounts/signup"):
+        errors = re.findall(r'<(?:ul|p|div)[^>]*class="[^"]*error[^"]*"[^>]*>(.*?)</', response.text(), re.S)
+        raise AssertionError(f"signup of {username} failed: {response.status} {response.url} {errors}")
