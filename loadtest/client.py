@@ -232,8 +232,10 @@ async def sign_in_many(
         async with gate:
             try:
                 accounts[username] = await sign_in(session, target, username, password, session_cookie, http_timeout)
-            except (LoadTestError, aiohttp.ClientError, TimeoutError) as error:
-                failures[username] = f"{type(error).__name__}: {error}"[:300]
+            except LoadTestError as error:
+                failures[username] = str(error)[:300]
+            except (aiohttp.ClientError, TimeoutError) as error:
+                failures[username] = describe_error(error)
 
     await asyncio.gather(*(one(name) for name in usernames))
     return SignInReport(accounts, failures, time.monotonic() - started)
@@ -275,6 +277,17 @@ async def close_all(sockets: Iterable[aiohttp.ClientWebSocketResponse]) -> None:
     pending = [ws.close() for ws in sockets if not ws.closed]
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def describe_error(error: BaseException) -> str:
+    """A short reason for a failed socket or request, the same for every room (no URL), for grouping."""
+    if isinstance(error, aiohttp.WSServerHandshakeError):
+        return f"handshake answered HTTP {error.status}"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect: {error.os_error.strerror or error.os_error}"
+    return f"{type(error).__name__}: {error}"[:200]
 
 
 def percentiles_ms(values_ns: Sequence[int]) -> dict:

@@ -25,6 +25,7 @@ from loadtest.client import (
     SignInReport,
     Target,
     close_all,
+    describe_error,
     htmx_frame,
     loopback_target,
     new_session,
@@ -35,6 +36,8 @@ from loadtest.client import (
 )
 
 MAX_MESSAGE_CHARS = 2000
+# A churn loop waits this long after a failed join, so a server that refuses at once is not hammered.
+ERROR_BACKOFF_S = 0.1
 # Sockets silent this long after the joins mean the server has sent every join broadcast.
 QUIET_S = 0.5
 ONLINE_MARK = 'id="online-users"'
@@ -458,7 +461,7 @@ class Fanout(Scenario):
                     self.session, self.target, client.room, client.account, self.options.connect_timeout
                 )
             except _NET_ERRORS as error:
-                self.connect_failures[f"handshake: {type(error).__name__}: {error}"[:200]] += 1
+                self.connect_failures["handshake: " + describe_error(error)] += 1
                 return
             self.sockets.add(client.ws)
             self.connect_ns.append(time.monotonic_ns() - started)
@@ -657,7 +660,7 @@ class Ramp(Scenario):
         try:
             ws = await open_socket(self.session, self.target, room, account, self.options.connect_timeout)
         except _NET_ERRORS as error:
-            self.failures[f"handshake: {type(error).__name__}: {error}"[:200]] += 1
+            self.failures["handshake: " + describe_error(error)] += 1
             self.attempt_done()
             return
         self.sockets.add(ws)
@@ -798,7 +801,8 @@ class Churn(Scenario):
             try:
                 ws = await open_socket(self.session, self.target, room, account, self.options.connect_timeout)
             except _NET_ERRORS as error:
-                self.errors[f"handshake: {type(error).__name__}: {error}"[:200]] += 1
+                self.errors["handshake: " + describe_error(error)] += 1
+                await asyncio.sleep(ERROR_BACKOFF_S)
                 continue
             self.sockets.add(ws)
             self.connect_ns.append(time.monotonic_ns() - started)
