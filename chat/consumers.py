@@ -134,6 +134,26 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["html"])
 
 
+class RoomDirectoryConsumer(AsyncWebsocketConsumer):
+    """The room directory page: online counts, last activity and new rooms, live."""
+
+    async def connect(self) -> None:
+        """Join the directory group and send the whole list again (the page may have been away)."""
+        await self.accept()
+        if not self.scope["user"].is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.channel_layer.group_add(services.DIRECTORY_GROUP, self.channel_name)
+        await self.send(text_data=await database_sync_to_async(fragments.directory_room_list)())
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(services.DIRECTORY_GROUP, self.channel_name)
+
+    async def chat_fragment(self, event: dict) -> None:
+        """Forward HTML rendered once for every directory."""
+        await self.send(text_data=event["html"])
+
+
 _heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 

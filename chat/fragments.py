@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.template.loader import render_to_string
 
 from accounts.models import User
+from chat import selectors
 from chat.models import Message, Room
 
 ROOM_TEMPLATE = "chat/room.html"
+DIRECTORY_TEMPLATE = "chat/directory.html"
 
 
 def limits() -> dict[str, int]:
@@ -41,6 +45,28 @@ def online_users(*, room: Room, users: list[User]) -> str:
 
 def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
     return _render("message-form", {"room": room, "draft": draft, "oob": oob})
+
+
+def directory_room_list() -> str:
+    """The whole directory list, replacing #room-list when a directory socket (re)connects."""
+    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-list", {"rooms": selectors.room_directory(), "oob": True})
+
+
+def directory_room_added(*, room: Room) -> str:
+    """A new room, at the top of every open directory."""
+    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-added", {"room": room})
+
+
+def directory_online_count(*, room: Room, online_count: int) -> str:
+    return render_to_string(
+        f"{DIRECTORY_TEMPLATE}#room-online", {"room": room, "online_count": online_count, "oob": True}
+    )
+
+
+def directory_activity(*, room: Room, last_message_at: datetime) -> str:
+    return render_to_string(
+        f"{DIRECTORY_TEMPLATE}#room-activity", {"room": room, "last_message_at": last_message_at, "oob": True}
+    )
 
 
 def typing(*, typist: User) -> str:

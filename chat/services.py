@@ -32,6 +32,10 @@ class DeliveryError(ChatError):
     """The message is stored but the channel layer could not carry it live."""
 
 
+# Every open room directory page.
+DIRECTORY_GROUP = "directory"
+
+
 def user_group(user_id: int) -> str:
     """The channel-layer group of every open socket of one user, in any room."""
     return f"user_{user_id}"
@@ -51,9 +55,17 @@ def room_get_or_create(*, name: str) -> Room:
         return room
     try:
         with transaction.atomic():
-            return Room.objects.create(name=name)
+            room = Room.objects.create(name=name)
+            transaction.on_commit(partial(room_created_publish, room=room))
+            return room
     except IntegrityError:  # created by someone else a moment ago
         return selectors.room_get(name=name)
+
+
+def room_created_publish(*, room: Room) -> None:
+    """Show a new room at the top of every open directory."""
+    html = fragments.directory_room_added(room=room)
+    async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,9 @@ def message_publish(*, message: Message) -> None:
     try:
         for group in groups:
             async_to_sync(get_channel_layer().group_send)(group, event)
+        if not message.is_private:
+            activity = fragments.directory_activity(room=message.room, last_message_at=message.created_at)
+            async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": activity})
     except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
         raise DeliveryError(
             "Your message is saved, but it could not be delivered live right now; "
@@ -165,7 +180,11 @@ def presence_refresh(*, server: str, sole_server: bool = False) -> None:
 
 
 def online_users_publish(*, room_ids: list[int]) -> None:
-    """Render each room's online list once and send it to everyone in the room."""
+    """Render each room's online list once and send it to everyone in the room, and its count to the directory."""
+    layer = get_channel_layer()
     for room in Room.objects.filter(pk__in=room_ids):
-        html = fragments.online_users(room=room, users=selectors.room_online_users(room=room))
-        async_to_sync(get_channel_layer().group_send)(room.group_name, {"type": "chat.fragment", "html": html})
+        users = selectors.room_online_users(room=room)
+        html = fragments.online_users(room=room, users=users)
+        async_to_sync(layer.group_send)(room.group_name, {"type": "chat.fragment", "html": html})
+        count = fragments.directory_online_count(room=room, online_count=len(users))
+        async_to_sync(layer.group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": count})

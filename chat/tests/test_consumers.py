@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 
 from chat.models import Connection, Message
-from chat.tests.conftest import joined, latest_online_list, open_socket, receive_until, send_message
+from chat.tests.conftest import (
+    ORIGIN,
+    joined,
+    latest_online_list,
+    open_socket,
+    receive_until,
+    send_message,
+    session_cookie,
+)
+from config.asgi import application
 from tests.support.html import element_ids, element_tags, visible_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
@@ -268,3 +279,73 @@ async def test_an_idle_socket_outlives_redis_read_timeouts(alice, bob):
     await receive_until(bob_socket, has_message("still connected after 11 s"))
     await alice_socket.disconnect()
     await bob_socket.disconnect()
+
+
+async def test_typing_is_shown_to_the_others_never_to_the_typist_and_cleared_by_the_message(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    await latest_online_list(alice_socket)
+    typing = json.dumps({"typing": True, "HEADERS": {"HX-Trigger": None}})
+
+    await alice_socket.send_to(text_data=typing)
+    notice = await receive_until(bob_socket, lambda f: "is typing" in f)
+    assert visible_text(notice) == "alice is typing…"
+    assert f'id="typing-{alice.pk}"' in notice
+    assert await alice_socket.receive_nothing(timeout=0.3)
+
+    await alice_socket.send_to(text_data=typing)  # within the throttle: not forwarded
+    assert await bob_socket.receive_nothing(timeout=0.3)
+    await send_message(alice_socket, "done typing")
+    frame = await receive_until(bob_socket, has_message("done typing"))
+    assert f'<span id="typing-{alice.pk}" hx-swap-oob="delete">' in frame
+    assert await sync_to_async(Message.objects.count)() == 1
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def open_directory(user) -> WebsocketCommunicator:
+    headers = [(b"origin", ORIGIN.encode())]
+    if user is not None:
+        headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
+    socket = WebsocketCommunicator(application, "/ws/directory/", headers=headers)
+    connected, _ = await socket.connect(timeout=5)
+    assert connected
+    return socket
+
+
+async def test_the_directory_socket_refuses_anonymous_users_with_4001(db):
+    socket = await open_directory(None)
+    assert (await socket.receive_output())["code"] == 4001
+
+
+async def test_the_live_directory_shows_new_rooms_online_counts_and_activity(alice, bob):
+    directory = await open_directory(alice)
+    initial = await receive_until(directory, lambda f: 'id="room-list"' in f)
+    assert 'hx-swap-oob="true"' in initial
+
+    bob_socket = await joined(bob, "fresh-room")
+    room_id = await _room_id("fresh-room")
+    added = await receive_until(directory, lambda f: "afterbegin:#room-list" in f)
+    assert 'id="room-fresh-room"' in added
+    assert "#fresh-room" in visible_text(added)
+    count = await receive_until(directory, lambda f: f'id="online-{room_id}"' in f)
+    assert visible_text(count) == "1"
+
+    await send_message(bob_socket, "anyone?")
+    activity = await receive_until(directory, lambda f: f'id="activity-{room_id}"' in f)
+    assert "last message" in visible_text(activity)
+    assert "anyone?" not in activity
+
+    await bob_socket.disconnect()
+    count = await receive_until(directory, lambda f: f'id="online-{room_id}"' in f)
+    assert visible_text(count) == "0"
+    await directory.disconnect()
+
+
+async def test_a_private_message_does_not_show_as_room_activity_in_the_directory(alice, bob):
+    alice_socket, _ = await joined(alice), await joined(bob)
+    directory = await open_directory(bob)
+    await receive_until(directory, lambda f: 'id="room-list"' in f)
+    await send_message(alice_socket, "/pm bob quiet")
+    await receive_until(alice_socket, has_message("quiet"))
+    assert await directory.receive_nothing(timeout=0.3)
+    await directory.disconnect()
