@@ -110,6 +110,8 @@ def message_rate_check(*, author: User) -> None:
 
 def message_post(*, room: Room, author: User, text: str) -> Message | None:
     """Store what the user typed (a room or a private message) and publish it; None for blank text."""
+    # No keyboard types NUL and PostgreSQL cannot store it: a frame carrying one would fail the INSERT.
+    text = text.replace("\x00", "")
     if not text.strip():
         return None
     parsed = message_parse(author=author, text=text)

@@ -23,7 +23,8 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 DEBUG = env_bool("DEBUG")
 # The embedded default runs with no variable set; a public server must set its own SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY") or "insecure-local-key-set-SECRET_KEY-on-any-public-server"
+# The prefix makes `manage.py check --deploy` report the built-in key (security.W009).
+SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-local-key-set-SECRET_KEY-on-any-public-server"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
