@@ -56,11 +56,14 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await database_sync_to_async(self.join_and_render_log)()
-        await self.send(text_data=self.log_html)
+        # The room's status too: a moderator may have closed the room while this page was away.
+        await self.send(text_data=self.log_html + fragments.room_status(room=self.room))
         presence_heartbeat_ensure(self.channel_layer)
         logger.info("socket connected: user=%s room=%s", self.user.username, self.room.name)
 
     def join_and_render_log(self) -> None:
+        # Read again now that the groups are joined: a room closed since it was loaded is not missed.
+        self.room.refresh_from_db(fields=["read_only"])
         services.presence_join(room=self.room, user=self.user, channel_name=self.channel_name, server=SERVER_ID)
         messages = selectors.message_list_recent(room=self.room, user=self.user)
         # Live messages already in this log are not forwarded again (a message may land in between).
@@ -124,6 +127,11 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         await self.send(
             text_data=fragments.chat_error(error=error) + fragments.message_form(room=self.room, draft=draft)
         )
+
+    async def room_status(self, event: dict) -> None:
+        """A moderator closed or opened the room: post accordingly, and show it."""
+        self.room.read_only = event["read_only"]
+        await self.send(text_data=event["html"])
 
     async def chat_fragment(self, event: dict) -> None:
         """Forward HTML rendered once for the whole group (not a message already in this log, not to a typist)."""

@@ -15,6 +15,8 @@ class Room(models.Model):
 
     name = models.CharField(max_length=50)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set by a moderator in the admin: the room can be read but nobody can post to it.
+    read_only = models.BooleanField(default=False, help_text="Nobody can post; the room page says so.")
 
     class Meta:
         constraints = [models.UniqueConstraint(Lower("name"), name="chat_room_name_ci_unique")]
@@ -56,6 +58,20 @@ class Message(models.Model):
     @property
     def is_private(self) -> bool:
         return self.recipient_id is not None
+
+
+class PrivateMessageManager(models.Manager["PrivateMessage"]):
+    def get_queryset(self) -> models.QuerySet[PrivateMessage]:
+        return super().get_queryset().filter(recipient__isnull=False)
+
+
+class PrivateMessage(Message):
+    """The private messages, listed apart from room messages in the admin."""
+
+    objects = PrivateMessageManager()
+
+    class Meta:
+        proxy = True
 
 
 class Connection(models.Model):

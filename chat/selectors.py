@@ -62,11 +62,6 @@ def message_list_recent(
     return sorted(page, key=lambda m: m.pk)[-limit:]
 
 
-def room_is_read_only(*, room: Room) -> bool:
-    """Whether a moderator has closed the room for posting, as stored now."""
-    return Room.objects.filter(pk=room.pk, read_only=True).exists()
-
-
 def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
     """The room's messages matching every word, newest first: full-text on PostgreSQL, substrings elsewhere."""
     messages = Message.objects.filter(room=room, recipient=None).select_related("author")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -11,25 +13,40 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
 from chat import fragments, selectors
 from chat.models import ROOM_NAME_RE, Connection, Message, Room
 
+logger = logging.getLogger(__name__)
+
 PRIVATE_COMMAND_RE = re.compile(r"^/pm(?:\s+(?P<username>\S+))?(?:\s+(?P<body>.*))?$", re.DOTALL)
 
 
 class ChatError(Exception):
-    """A refusal that the user sees as a sentence in #chat-error."""
+    """A refusal that the user sees as a sentence in #chat-error.
+
+    `reason` is a short code for the logs, which never carry the sentence: it can quote what the user typed.
+    """
+
+    reason = "refused"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class InvalidRoomName(ChatError):
-    pass
+    reason = "invalid_room"
 
 
 class DeliveryError(ChatError):
     """The message is stored but the channel layer could not carry it live."""
+
+    reason = "delivery_failed"
 
 
 # Every open room directory page.
@@ -79,20 +96,20 @@ def message_parse(*, author: User, text: str) -> ParsedMessage:
     text = text.strip()
     limit = settings.CHAT_MESSAGE_MAX_LENGTH
     if len(text) > limit:
-        raise ChatError(f"Messages can be at most {limit:,} characters; yours has {len(text):,}.")
+        raise ChatError(f"Messages can be at most {limit:,} characters; yours has {len(text):,}.", reason="too_long")
     command = PRIVATE_COMMAND_RE.fullmatch(text)
     if command is None:
         return ParsedMessage(body=text)
     username, body = command["username"], (command["body"] or "").strip()
     if not username:
-        raise ChatError("Say who the private message is for: /pm <username> <text>.")
+        raise ChatError("Say who the private message is for: /pm <username> <text>.", reason="pm_no_recipient")
     recipient = selectors.user_get_by_username(username=username)
     if recipient is None:
-        raise ChatError(f"There is no user called {username}.")
+        raise ChatError(f"There is no user called {username}.", reason="pm_unknown_user")
     if recipient.pk == author.pk:
-        raise ChatError("You cannot send a private message to yourself.")
+        raise ChatError("You cannot send a private message to yourself.", reason="pm_to_self")
     if not body:
-        raise ChatError(f"Write something after the name: /pm {recipient.username} <text>.")
+        raise ChatError(f"Write something after the name: /pm {recipient.username} <text>.", reason="pm_empty")
     return ParsedMessage(body=body, recipient=recipient)
 
 
@@ -104,7 +121,8 @@ def message_rate_check(*, author: User) -> None:
     if sent >= settings.CHAT_RATE_LIMIT_MESSAGES:
         raise ChatError(
             f"Slow down: at most {settings.CHAT_RATE_LIMIT_MESSAGES} messages in {window:g} seconds. "
-            "Your message is still in the box; send it again in a moment."
+            "Your message is still in the box; send it again in a moment.",
+            reason="rate_limited",
         )
 
 
@@ -114,6 +132,9 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
     text = text.replace("\x00", "")
     if not text.strip():
         return None
+    # No query: a socket keeps its room's read_only current (loaded on connect, then room.status events).
+    if room.read_only:
+        raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
     parsed = message_parse(author=author, text=text)
     message_rate_check(author=author)
     return message_create(room=room, author=author, body=parsed.body, recipient=parsed.recipient)
@@ -145,6 +166,68 @@ def message_publish(*, message: Message) -> None:
             "Your message is saved, but it could not be delivered live right now; "
             "others will see it when their page reconnects."
         ) from error
+
+
+def message_delete(*, message: Message, by: User) -> None:
+    """Delete one message (moderation) and remove it from every page that shows it, live."""
+    message_delete_many(messages=Message.objects.filter(pk=message.pk), by=by)
+
+
+def message_delete_many(*, messages: QuerySet[Message], by: User) -> int:
+    """Delete messages and, once committed, remove them live: one frame per room or user group."""
+    doomed = list(messages.select_related("room"))
+    if not doomed:
+        return 0
+    removals: dict[str, list[int]] = defaultdict(list)
+    for message in doomed:
+        groups = (
+            [user_group(message.recipient_id), user_group(message.author_id)]
+            if message.is_private
+            else [message.room.group_name]
+        )
+        for group in groups:
+            removals[group].append(message.pk)
+    with transaction.atomic():
+        Message.objects.filter(pk__in=[message.pk for message in doomed]).delete()
+        transaction.on_commit(partial(messages_removed_publish, removals=dict(removals)))
+    logger.info(
+        "messages deleted",
+        extra={
+            "count": len(doomed),
+            "message_ids": [message.pk for message in doomed][:100],
+            "rooms": sorted({message.room.name for message in doomed}),
+            "by": by.username,
+        },
+    )
+    return len(doomed)
+
+
+def messages_removed_publish(*, removals: dict[str, list[int]]) -> None:
+    """Tell each group's open pages to drop those messages; a page that misses it reloads its log on reconnect."""
+    for group, message_ids in removals.items():
+        html = fragments.messages_removed(message_ids=message_ids)
+        try:
+            async_to_sync(get_channel_layer().group_send)(group, {"type": "chat.fragment", "html": html})
+        except Exception:  # the deletion is committed; open pages catch up when they reconnect
+            logger.warning("message removal not delivered live", exc_info=True, extra={"group": group})
+
+
+def room_read_only_set(*, room: Room, read_only: bool, by: User) -> Room:
+    """Close a room for posting (or open it again) and show its status live on every open page of it."""
+    Room.objects.filter(pk=room.pk).update(read_only=read_only)
+    room.read_only = read_only
+    transaction.on_commit(partial(room_status_publish, room=room))
+    logger.info("room read-only set", extra={"room": room.name, "read_only": read_only, "by": by.username})
+    return room
+
+
+def room_status_publish(*, room: Room) -> None:
+    """Tell every socket of the room whether it is read-only, with the line its page shows."""
+    event = {"type": "room.status", "read_only": room.read_only, "html": fragments.room_status(room=room)}
+    try:
+        async_to_sync(get_channel_layer().group_send)(room.group_name, event)
+    except Exception:  # stored; open pages see it when they reconnect, and posting is refused either way
+        logger.warning("room status not delivered live", exc_info=True, extra={"room": room.name})
 
 
 def presence_join(*, room: Room, user: User, channel_name: str, server: str) -> None:
