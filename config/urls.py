@@ -2,9 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from config import health
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:directory", permanent=False)),
     path("accounts/", include("allauth.urls")),
     path("chat/", include("chat.urls")),
     path("admin/", admin.site.urls),
+    # For load balancers (README, "Operations"): no slash, no login, no redirect.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]
