@@ -25,6 +25,10 @@ SERVER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_INVALID_ROOM = 4004
+# The channel names of this process's sockets that are counted as present; the heartbeat
+# refreshes exactly these, so the rows of a consumer that ended without leaving expire.
+live_channels: set[str] = set()
+
 # The browser sends typing notices at most every 2 s; the server forwards at most that many.
 TYPING_THROTTLE_SECONDS = 2.0
 
@@ -34,6 +38,15 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
 
     room: Room | None = None
     typing_sent_at = float("-inf")
+    present = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (closed, crashed, cancelled by the server), it stops counting.
+            if self.present:
+                await asyncio.shield(self.leave())
 
     async def connect(self) -> None:
         """Join the room's and the user's groups, count the connection, send the log."""
@@ -61,21 +74,31 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         presence_heartbeat_ensure(self.channel_layer)
         logger.info("socket connected: user=%s room=%s", self.user.username, self.room.name)
 
+    async def leave(self) -> None:
+        """Uncount this connection, once."""
+        self.present = False
+        live_channels.discard(self.channel_name)
+        await database_sync_to_async(services.presence_leave)(channel_name=self.channel_name)
+
     def join_and_render_log(self) -> None:
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
         self.room.refresh_from_db(fields=["read_only"])
+        self.present = True
+        live_channels.add(self.channel_name)
         services.presence_join(room=self.room, user=self.user, channel_name=self.channel_name, server=SERVER_ID)
         messages = selectors.message_list_recent(room=self.room, user=self.user)
         # Live messages already in this log are not forwarded again (a message may land in between).
         self.log_last_id = messages[-1].pk if messages else 0
-        self.log_html = fragments.message_log(room=self.room, messages=messages)
+        online = fragments.online_users(room=self.room, users=selectors.room_online_users(room=self.room))
+        self.log_html = fragments.message_log(room=self.room, messages=messages) + online
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups and uncount the connection."""
         if self.room is None:
             return
         # The base class has already left self.groups.
-        await database_sync_to_async(services.presence_leave)(channel_name=self.channel_name)
+        if self.present:
+            await self.leave()
         logger.info("socket disconnected: user=%s room=%s code=%s", self.user.username, self.room.name, code)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -137,9 +160,12 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         """Forward HTML rendered once for the whole group (not a message already in this log, not to a typist)."""
         if event.get("message_id", self.log_last_id + 1) <= self.log_last_id:
             return
-        if event.get("skip_user_id") == self.user.pk:
+        if event.get("skip_user_id") == self.user.pk or event.get("skip_channel") == self.channel_name:
             return
-        await self.send(text_data=event["html"])
+        try:
+            await self.send(text_data=event["html"])
+        except Exception:  # the socket closed under us (the server's error type): its disconnect follows
+            logger.debug("forward to a closed socket dropped: user=%s", self.user.username)
 
 
 class RoomDirectoryConsumer(AsyncWebsocketConsumer):
@@ -179,7 +205,9 @@ async def presence_heartbeat(*, sole_server: bool) -> None:
     """Refresh this process's connections and expire dead processes' ones, forever."""
     while True:
         try:
-            await database_sync_to_async(services.presence_refresh)(server=SERVER_ID, sole_server=sole_server)
+            await database_sync_to_async(services.presence_refresh)(
+                server=SERVER_ID, live_channels=set(live_channels), sole_server=sole_server
+            )
         except Exception:
             logger.exception("presence heartbeat failed; retrying")
         await asyncio.sleep(settings.CHAT_PRESENCE_HEARTBEAT)

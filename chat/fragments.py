@@ -40,7 +40,17 @@ def older_messages(*, room: Room, messages: list[Message]) -> str:
 
 
 def online_users(*, room: Room, users: list[User]) -> str:
+    """The whole online list, replacing #online-users (sent to a socket when it connects)."""
     return _render("online-users", {"room": room, "online_users": users, "oob": True})
+
+
+def online_user_arrived(*, room: Room, user: User) -> str:
+    """One more person in every open online list of the room."""
+    return _render("online-user-arrived", {"room": room, "member": user})
+
+
+def online_user_departed(*, user_id: int) -> str:
+    return _render("online-user-departed", {"user_id": user_id})
 
 
 def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:

@@ -47,6 +47,15 @@ def room_online_users(*, room: Room) -> list[User]:
     )
 
 
+def room_online_count(*, room: Room) -> int:
+    return (
+        get_user_model()
+        .objects.filter(connections__room=room, connections__seen_at__gte=presence_cutoff())
+        .distinct()
+        .count()
+    )
+
+
 def message_list_recent(
     *, room: Room, user: User, before: int | None = None, limit: int | None = None
 ) -> list[Message]:

@@ -231,45 +231,82 @@ def room_status_publish(*, room: Room) -> None:
 
 
 def presence_join(*, room: Room, user: User, channel_name: str, server: str) -> None:
-    """Count one more connection of the user to the room and publish the room's online list."""
+    """Count one more connection of the user to the room; announce the user if it is their first."""
     with transaction.atomic():
+        # Lock the user's rows in the room so that concurrent joins and leaves see each other.
+        others = Connection.objects.select_for_update().filter(room=room, user=user)
+        already_online = any(c.seen_at >= selectors.presence_cutoff() for c in others)
         Connection.objects.update_or_create(
             channel_name=channel_name,
             defaults={"room": room, "user": user, "server": server, "seen_at": timezone.now()},
         )
-        transaction.on_commit(partial(online_users_publish, room_ids=[room.pk]))
+        if not already_online:
+            transaction.on_commit(partial(presence_arrived_publish, room=room, user=user, joiner=channel_name))
 
 
 def presence_leave(*, channel_name: str) -> None:
-    """Forget one connection and publish the room's online list."""
+    """Forget one connection; announce the user gone if it was their last in the room."""
     with transaction.atomic():
-        room_ids = list(Connection.objects.filter(channel_name=channel_name).values_list("room_id", flat=True))
-        Connection.objects.filter(channel_name=channel_name).delete()
-        transaction.on_commit(partial(online_users_publish, room_ids=room_ids))
+        connection = Connection.objects.filter(channel_name=channel_name).first()
+        if connection is None:
+            return
+        pair = Connection.objects.select_for_update().filter(room_id=connection.room_id, user_id=connection.user_id)
+        remaining = [c for c in pair if c.channel_name != channel_name]
+        connection.delete()
+        if not any(c.seen_at >= selectors.presence_cutoff() for c in remaining):
+            transaction.on_commit(partial(presence_departed_publish, pairs=[(connection.room_id, connection.user_id)]))
 
 
-def presence_refresh(*, server: str, sole_server: bool = False) -> None:
-    """Mark this process's connections alive and remove those of processes that died."""
-    now = timezone.now()
-    Connection.objects.filter(server=server).update(seen_at=now)
-    stale = Connection.objects.filter(seen_at__lt=selectors.presence_cutoff())
+def presence_refresh(*, server: str, live_channels: set[str], sole_server: bool = False) -> None:
+    """Refresh this process's live connections; remove its leaked ones and those of processes that died."""
+    started = timezone.now()
+    mine = Connection.objects.filter(server=server)
+    mine.filter(channel_name__in=live_channels).update(seen_at=started)
+    # A consumer that ended without leaving (cancelled, crashed) is in no live set; a row younger
+    # than this refresh may belong to a consumer that joined after the set was read.
+    gone = Connection.objects.filter(seen_at__lt=selectors.presence_cutoff()) | mine.exclude(
+        channel_name__in=live_channels
+    ).filter(seen_at__lt=started)
     if sole_server:
         # With the in-memory layer this process is the only one: any other server's rows are dead.
-        stale = Connection.objects.exclude(server=server) | stale
+        gone = gone | Connection.objects.exclude(server=server)
     with transaction.atomic():
-        room_ids = sorted(set(stale.values_list("room_id", flat=True)))
-        if not room_ids:
+        pairs = set(gone.values_list("room_id", "user_id"))
+        if not pairs:
             return
-        stale.delete()
-        transaction.on_commit(partial(online_users_publish, room_ids=room_ids))
+        gone.delete()
+        still_online = set(
+            Connection.objects.filter(
+                seen_at__gte=selectors.presence_cutoff(),
+                room_id__in={room_id for room_id, _ in pairs},
+                user_id__in={user_id for _, user_id in pairs},
+            ).values_list("room_id", "user_id")
+        )
+        transaction.on_commit(partial(presence_departed_publish, pairs=sorted(pairs - still_online)))
 
 
-def online_users_publish(*, room_ids: list[int]) -> None:
-    """Render each room's online list once and send it to everyone in the room, and its count to the directory."""
+def presence_arrived_publish(*, room: Room, user: User, joiner: str) -> None:
+    """Add the user to every other open online list of the room, and update the room's count in the directories."""
+    layer = get_channel_layer()
+    html = fragments.online_user_arrived(room=room, user=user)
+    # The joining socket gets the whole list with its log instead.
+    event = {"type": "chat.fragment", "html": html, "skip_channel": joiner}
+    async_to_sync(layer.group_send)(room.group_name, event)
+    online_count_publish(room_ids=[room.pk])
+
+
+def presence_departed_publish(*, pairs: list[tuple[int, int]]) -> None:
+    """Remove users from the online lists of rooms they left, and update those rooms' counts."""
+    layer = get_channel_layer()
+    for room_id, user_id in pairs:
+        html = fragments.online_user_departed(user_id=user_id)
+        async_to_sync(layer.group_send)(Room(pk=room_id).group_name, {"type": "chat.fragment", "html": html})
+    online_count_publish(room_ids=sorted({room_id for room_id, _ in pairs}))
+
+
+def online_count_publish(*, room_ids: list[int]) -> None:
+    """Send each room's number of people online to every open directory."""
     layer = get_channel_layer()
     for room in Room.objects.filter(pk__in=room_ids):
-        users = selectors.room_online_users(room=room)
-        html = fragments.online_users(room=room, users=users)
-        async_to_sync(layer.group_send)(room.group_name, {"type": "chat.fragment", "html": html})
-        count = fragments.directory_online_count(room=room, online_count=len(users))
-        async_to_sync(layer.group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": count})
+        html = fragments.directory_online_count(room=room, online_count=selectors.room_online_count(room=room))
+        async_to_sync(layer.group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})

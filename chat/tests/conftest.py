@@ -52,21 +52,30 @@ async def receive_until(socket: WebsocketCommunicator, predicate: Callable[[str]
                 return frame
 
 
-async def latest_online_list(socket: WebsocketCommunicator, quiet: float = 0.3) -> str:
-    """The last online list received once the socket has been quiet for a moment."""
-    latest = ""
+async def drain(socket: WebsocketCommunicator, quiet: float = 0.3) -> list[str]:
+    """Every frame received until the socket has been quiet for a moment."""
+    frames = []
     while not await socket.receive_nothing(timeout=quiet):
-        frame = await socket.receive_from()
-        if 'id="online-users"' in frame:
-            latest = frame
-    return latest
+        frames.append(await socket.receive_from())
+    return frames
+
+
+def arrived(user: User) -> Callable[[str], bool]:
+    """Matches the frame that adds the user to an open online list."""
+    return lambda frame: "beforeend:#online-users" in frame and f'id="online-user-{user.pk}"' in frame
+
+
+def departed(user: User) -> Callable[[str], bool]:
+    """Matches the frame that removes the user from an open online list."""
+    return lambda frame: f'<li id="online-user-{user.pk}" hx-swap-oob="delete">' in frame
 
 
 async def joined(user: User, room: str = "lobby") -> WebsocketCommunicator:
-    """A socket that has received its log and an online list showing the user."""
+    """A socket that has received its log and the online list, which shows the user."""
     socket = await open_socket(user, room)
-    await receive_until(socket, lambda f: 'id="messages"' in f)
-    await receive_until(socket, lambda f: 'id="online-users"' in f and f">{user.username}<" in f)
+    frame = await receive_until(socket, lambda f: 'id="messages"' in f)
+    assert 'id="online-users"' in frame
+    assert f'id="online-user-{user.pk}"' in frame
     return socket
 
 

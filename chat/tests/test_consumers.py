@@ -12,8 +12,10 @@ from channels.testing import WebsocketCommunicator
 from chat.models import Connection, Message
 from chat.tests.conftest import (
     ORIGIN,
+    arrived,
+    departed,
+    drain,
     joined,
-    latest_online_list,
     open_socket,
     receive_until,
     send_message,
@@ -119,25 +121,37 @@ async def test_presence_counts_tabs_so_closing_one_of_two_keeps_the_user_online(
     bob_socket = await joined(bob)
     alice_tab_1 = await joined(alice)
     alice_tab_2 = await joined(alice)
+    await receive_until(bob_socket, arrived(alice))
     await alice_tab_1.disconnect()
 
-    assert ">alice<" in await latest_online_list(bob_socket)
+    assert not any(departed(alice)(frame) for frame in await drain(bob_socket))
     await alice_tab_2.disconnect()
-    assert ">alice<" not in await latest_online_list(bob_socket)
+    await receive_until(bob_socket, departed(alice))
     await bob_socket.disconnect()
 
 
 async def test_the_online_list_updates_live_as_people_join_and_leave(alice, bob):
     bob_socket = await joined(bob)
     alice_socket = await joined(alice)
-    online = await receive_until(bob_socket, lambda f: 'id="online-users"' in f and ">alice<" in f)
-    assert [t for t in element_tags(online) if t == "li"] == ["li", "li"]
+    online = await receive_until(bob_socket, arrived(alice))
+    assert visible_text(online) == "alice"
+    assert element_tags(online).count("li") == 2  # the stale entry dropped, then the fresh one appended
 
     await alice_socket.disconnect()
-    online = await receive_until(bob_socket, lambda f: 'id="online-users"' in f and ">alice<" not in f)
-    assert ">bob<" in online
+    await receive_until(bob_socket, departed(alice))
     assert await sync_to_async(Connection.objects.filter(user=alice).count)() == 0
     await bob_socket.disconnect()
+
+
+async def test_a_joining_tab_gets_the_whole_online_list_with_its_log(alice, bob, carol):
+    others = [await joined(bob), await joined(carol)]
+    socket = await open_socket(alice)
+    frame = await receive_until(socket, lambda f: 'id="online-users"' in f)
+    assert 'id="messages"' in frame
+    online = frame.split('id="online-users"')[1].split("</ul>")[0]
+    assert visible_text(online.split(">", 1)[1]) == "alice bob carol"
+    for other in [*others, socket]:
+        await other.disconnect()
 
 
 async def test_private_message_reaches_every_tab_of_target_and_sender_and_nobody_else(alice, bob, carol):
@@ -283,7 +297,7 @@ async def test_an_idle_socket_outlives_redis_read_timeouts(alice, bob):
 
 async def test_typing_is_shown_to_the_others_never_to_the_typist_and_cleared_by_the_message(alice, bob):
     alice_socket, bob_socket = await joined(alice), await joined(bob)
-    await latest_online_list(alice_socket)
+    await drain(alice_socket)
     typing = json.dumps({"typing": True, "HEADERS": {"HX-Trigger": None}})
 
     await alice_socket.send_to(text_data=typing)
@@ -349,3 +363,15 @@ async def test_a_private_message_does_not_show_as_room_activity_in_the_directory
     await receive_until(alice_socket, has_message("quiet"))
     assert await directory.receive_nothing(timeout=0.3)
     await directory.disconnect()
+
+
+async def test_a_consumer_cancelled_by_the_server_still_stops_counting(alice, bob):
+    """daphne cancels an application that outlives its close timeout; presence must not leak."""
+    bob_socket, alice_socket = await joined(bob), await joined(alice)
+    await receive_until(bob_socket, arrived(alice))
+
+    alice_socket.future.cancel()
+
+    await receive_until(bob_socket, departed(alice))
+    assert await sync_to_async(Connection.objects.filter(user=alice).count)() == 0
+    await bob_socket.disconnect()

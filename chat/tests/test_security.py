@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from accounts.models import User
 from chat import fragments, services
 from chat.models import Connection, Message, Room
-from chat.tests.conftest import joined, open_socket, receive_until, send_message
+from chat.tests.conftest import arrived, departed, joined, open_socket, receive_until, send_message
 from tests.support.html import parse, visible_text
 from tests.support.servers import BASE_DIR
 
@@ -199,19 +199,19 @@ async def test_a_username_that_is_markup_stays_text_in_the_online_list_messages_
     plain = await sync_to_async(User.objects.create_user)(username="plain", password=PASSWORD)
     bob_socket = await joined(bob)
     plain_socket = await joined(plain)
-    online_baseline = skeleton(await receive_until(bob_socket, lambda f: ">plain<" in f))
+    online_baseline = skeleton(await receive_until(bob_socket, arrived(plain)))
     await send_message(plain_socket, "hello")
     message_baseline = skeleton(await receive_until(bob_socket, lambda f: "message-body" in f))
     await send_message(bob_socket, "/pm plain hi")
     private_baseline = skeleton(await receive_until(bob_socket, lambda f: "message-body" in f and "hi" in f))
     page_baseline = skeleton(header_and_online_list(await page(plain)))
     await plain_socket.disconnect()
-    await receive_until(bob_socket, lambda f: 'id="online-users"' in f and ">plain<" not in f)
+    await receive_until(bob_socket, departed(plain))
 
     for payload in XSS_PAYLOADS:
         hostile = await sync_to_async(User.objects.create_user)(username=payload[:150], password=PASSWORD)
         hostile_socket = await open_socket(hostile)
-        online = await receive_until(bob_socket, lambda f: 'id="online-users"' in f and f.count("<li>") == 2)
+        online = await receive_until(bob_socket, arrived(hostile))
         assert skeleton(online) == online_baseline, payload
         assert hostile.username in visible_text(online), payload
         await send_message(hostile_socket, "hello")
@@ -226,7 +226,7 @@ async def test_a_username_that_is_markup_stays_text_in_the_online_list_messages_
         assert skeleton(header_and_online_list(html)) == page_baseline, payload
         assert f"Signed in as {hostile.username}" in visible_text(html), payload
         await hostile_socket.disconnect()
-        await receive_until(bob_socket, lambda f: 'id="online-users"' in f and f.count("<li>") == 1)
+        await receive_until(bob_socket, departed(hostile))
     await bob_socket.disconnect()
 
 
