@@ -25,6 +25,19 @@ SERVER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_INVALID_ROOM = 4004
+
+
+def socket_log_fields(scope: dict, *, room: str | None = None, **fields: object) -> dict[str, object]:
+    """A socket log line's structured fields (README, "Logs"): who, where, why; never what anyone typed."""
+    user = scope.get("user")
+    return {
+        "user": user.username if user is not None and user.is_authenticated else None,
+        "path": scope.get("path"),
+        "room": room,
+        **fields,
+    }
+
+
 # The channel names of this process's sockets that are counted as present; the heartbeat
 # refreshes exactly these, so the rows of a consumer that ended without leaving expire.
 live_channels: set[str] = set()
@@ -55,13 +68,23 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         # Accept before refusing: a refused handshake looks like 1006, which the browser retries forever.
         await self.accept()
         if not self.user.is_authenticated:
-            logger.info("socket refused: anonymous, room=%r", name[:60])
+            logger.info(
+                "socket refused",
+                extra=socket_log_fields(
+                    self.scope, room=name[:60], reason="anonymous", close_code=CLOSE_UNAUTHENTICATED
+                ),
+            )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         try:
             self.room = await database_sync_to_async(services.room_get_or_create)(name=name)
         except services.InvalidRoomName as error:
-            logger.info("socket refused: user=%s invalid room=%r", self.user.username, name[:60])
+            logger.info(
+                "socket refused",
+                extra=socket_log_fields(
+                    self.scope, room=name[:60], reason=error.reason, close_code=CLOSE_INVALID_ROOM
+                ),
+            )
             await self.send(text_data=fragments.chat_error(error=str(error)))
             await self.close(code=CLOSE_INVALID_ROOM)
             return
@@ -72,7 +95,7 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         # The room's status too: a moderator may have closed the room while this page was away.
         await self.send(text_data=self.log_html + fragments.room_status(room=self.room))
         presence_heartbeat_ensure(self.channel_layer)
-        logger.info("socket connected: user=%s room=%s", self.user.username, self.room.name)
+        logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
 
     async def leave(self) -> None:
         """Uncount this connection, once."""
@@ -99,7 +122,7 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         # The base class has already left self.groups.
         if self.present:
             await self.leave()
-        logger.info("socket disconnected: user=%s room=%s code=%s", self.user.username, self.room.name, code)
+        logger.info("socket disconnected", extra=socket_log_fields(self.scope, room=self.room.name, close_code=code))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Take one frame of the message form, as the htmx ws extension sends it."""
@@ -111,7 +134,9 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         elif payload.get("typing"):
             await self.announce_typing()
         else:
-            logger.warning("frame rejected: user=%s room=%s malformed", self.user.username, self.room.name)
+            logger.warning(
+                "frame rejected", extra=socket_log_fields(self.scope, room=self.room.name, reason="malformed")
+            )
             await self.send_error("That message could not be read. Please type it again.")
 
     async def post_message(self, text: str) -> None:
@@ -119,9 +144,16 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         try:
             await database_sync_to_async(services.message_post)(room=self.room, author=self.user, text=text)
         except services.DeliveryError as error:
+            logger.warning(
+                "message not delivered live",
+                extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason),
+            )
             await self.send(text_data=fragments.chat_error(error=str(error)) + fragments.message_form(room=self.room))
         except services.ChatError as error:
-            logger.info("message refused: user=%s room=%s: %s", self.user.username, self.room.name, error)
+            # The reason code, not the sentence: the sentence can quote what the user typed.
+            logger.info(
+                "message refused", extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason)
+            )
             await self.send_error(str(error), draft=text)
         else:
             await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
@@ -175,13 +207,20 @@ class RoomDirectoryConsumer(AsyncWebsocketConsumer):
         """Join the directory group and send the whole list again (the page may have been away)."""
         await self.accept()
         if not self.scope["user"].is_authenticated:
+            logger.info(
+                "socket refused",
+                extra=socket_log_fields(self.scope, reason="anonymous", close_code=CLOSE_UNAUTHENTICATED),
+            )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self.channel_layer.group_add(services.DIRECTORY_GROUP, self.channel_name)
         await self.send(text_data=await database_sync_to_async(fragments.directory_room_list)())
+        logger.info("socket connected", extra=socket_log_fields(self.scope))
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(services.DIRECTORY_GROUP, self.channel_name)
+        if self.scope["user"].is_authenticated:
+            logger.info("socket disconnected", extra=socket_log_fields(self.scope, close_code=code))
 
     async def chat_fragment(self, event: dict) -> None:
         """Forward HTML rendered once for every directory."""
