@@ -27,7 +27,7 @@ migrate: $(VENV)/.base
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "Chat on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 65536 config.asgi:application
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-frame-size 65536 --websocket-max-message-size 2097152 config.asgi:application
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -154,7 +154,9 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
             logger.info(
                 "message refused", extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason)
             )
-            await self.send_error(str(error), draft=text)
+            # A browser's frame holds at most 64 KiB; longer text came in fragments from a script, and sending it
+            # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
+            await self.send_error(str(error), draft=text[:65536])
         else:
             await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
 
