@@ -101,7 +101,12 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         """Uncount this connection, once."""
         self.present = False
         live_channels.discard(self.channel_name)
-        await database_sync_to_async(services.presence_leave)(channel_name=self.channel_name)
+        await database_sync_to_async(self.leave_and_mark_read)()
+
+    def leave_and_mark_read(self) -> None:
+        services.presence_leave(channel_name=self.channel_name)
+        # Everything shown while the socket was open has been read.
+        services.room_mark_read(room=self.room, user=self.user)
 
     def join_and_render_log(self) -> None:
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
@@ -112,8 +117,10 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
         messages = selectors.message_list_recent(room=self.room, user=self.user)
         # Live messages already in this log are not forwarded again (a message may land in between).
         self.log_last_id = messages[-1].pk if messages else 0
+        last_read_id = services.room_mark_read(room=self.room, user=self.user)
+        divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
         online = fragments.online_users(room=self.room, users=selectors.room_online_users(room=self.room))
-        self.log_html = fragments.message_log(room=self.room, messages=messages) + online
+        self.log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id) + online
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups and uncount the connection."""
@@ -215,12 +222,15 @@ class RoomDirectoryConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        await self.channel_layer.group_add(services.DIRECTORY_GROUP, self.channel_name)
-        await self.send(text_data=await database_sync_to_async(fragments.directory_room_list)())
+        self.groups = [services.DIRECTORY_GROUP, services.directory_user_group(self.scope["user"].pk)]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        html = await database_sync_to_async(fragments.directory_room_list)(user=self.scope["user"])
+        await self.send(text_data=html)
         logger.info("socket connected", extra=socket_log_fields(self.scope))
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(services.DIRECTORY_GROUP, self.channel_name)
+        """The base class has already left self.groups."""
         if self.scope["user"].is_authenticated:
             logger.info("socket disconnected", extra=socket_log_fields(self.scope, close_code=code))
 

@@ -29,9 +29,18 @@ def message_appended(*, message: Message) -> str:
     return _render("message-live", {"message": message})
 
 
-def message_log(*, room: Room, messages: list[Message]) -> str:
+def message_log(*, room: Room, messages: list[Message], divider_id: int | None = None) -> str:
     """The whole recent log, replacing #messages (sent on every connect)."""
-    return _render("message-log", {"room": room, "messages": messages, "oob": True})
+    return _render("message-log", {"room": room, "messages": messages, "divider_id": divider_id, "oob": True})
+
+
+def message_replaced(*, message: Message) -> str:
+    """An edited or retracted message, replacing it wherever it shows."""
+    return _render("message", {"message": message, "replace": True})
+
+
+def message_edit_form(*, message: Message, error: str = "") -> str:
+    return _render("message-edit-form", {"message": message, "error": error})
 
 
 def older_messages(*, room: Room, messages: list[Message]) -> str:
@@ -57,9 +66,15 @@ def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
     return _render("message-form", {"room": room, "draft": draft, "oob": oob})
 
 
-def directory_room_list() -> str:
-    """The whole directory list, replacing #room-list when a directory socket (re)connects."""
-    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-list", {"rooms": selectors.room_directory(), "oob": True})
+def directory_room_list(*, user: User) -> str:
+    """The user's whole directory list, replacing #room-list when a directory socket (re)connects."""
+    rooms = selectors.room_directory(user=user)
+    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-list", {"rooms": rooms, "oob": True})
+
+
+def directory_mentioned(*, room: Room) -> str:
+    """Flags the room in a mentioned user's directory."""
+    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-mentioned", {"room": room, "mentioned": True, "oob": True})
 
 
 def directory_room_added(*, room: Room) -> str:

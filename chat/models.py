@@ -8,6 +8,8 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+# @username, as Django's username validator allows them, not ending in a full stop.
+MENTION_RE = re.compile(r"(?<![\w@.+-])@(?P<username>[\w.+-]*[\w+-])")
 
 
 class Room(models.Model):
@@ -44,6 +46,11 @@ class Message(models.Model):
     )
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
+    # Set by the author within CHAT_EDIT_WINDOW_SECONDS; a retracted message keeps its place, not its text.
+    edited_at = models.DateTimeField(null=True, blank=True)
+    retracted_at = models.DateTimeField(null=True, blank=True)
+    # Existing users named as @username in the body, when the message was sent.
+    mentions = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="mentioned_in", blank=True)
 
     class Meta:
         indexes = [
@@ -59,6 +66,23 @@ class Message(models.Model):
     def is_private(self) -> bool:
         return self.recipient_id is not None
 
+    @property
+    def mentioned_ids(self) -> list[int]:
+        """The mentioned users' ids, without a query for a message that names nobody."""
+        return [user.pk for user in self.mentions.all()] if "@" in self.body else []
+
+    def body_segments(self) -> list[tuple[str, bool]]:
+        """The body as (text, is a mention of an existing user) pieces, for the template to escape."""
+        if "@" not in self.body:
+            return [(self.body, False)]
+        names = {user.username.lower() for user in self.mentions.all()}
+        segments, start = [], 0
+        for match in MENTION_RE.finditer(self.body):
+            if match["username"].lower() in names:
+                segments += [(self.body[start : match.start()], False), (match[0], True)]
+                start = match.end()
+        return [*segments, (self.body[start:], False)]
+
 
 class PrivateMessageManager(models.Manager["PrivateMessage"]):
     def get_queryset(self) -> models.QuerySet[PrivateMessage]:
@@ -72,6 +96,20 @@ class PrivateMessage(Message):
 
     class Meta:
         proxy = True
+
+
+class RoomVisit(models.Model):
+    """How far a user has read a room: the directory counts what came after, the room marks it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_visits")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="visits")
+    last_read_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "room"], name="chat_visit_user_room_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} read {self.room_id} to {self.last_read_id}"
 
 
 class Connection(models.Model):

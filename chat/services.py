@@ -13,12 +13,12 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import User
 from chat import fragments, selectors
-from chat.models import ROOM_NAME_RE, Connection, Message, Room
+from chat.models import MENTION_RE, ROOM_NAME_RE, Connection, Message, Room, RoomVisit
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class DeliveryError(ChatError):
 
 # Every open room directory page.
 DIRECTORY_GROUP = "directory"
+
+
+def directory_user_group(user_id: int) -> str:
+    """The channel-layer group of one user's open directory pages."""
+    return f"directory_user_{user_id}"
 
 
 def user_group(user_id: int) -> str:
@@ -142,18 +147,88 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
 
 def message_create(*, room: Room, author: User, body: str, recipient: User | None = None) -> Message:
     message = Message.objects.create(room=room, author=author, recipient=recipient, body=body)
+    if recipient is None:
+        message_mentions_set(message=message)
     # Published once stored: at once in autocommit, after the commit inside a transaction.
     transaction.on_commit(partial(message_publish, message=message), robust=False)
     return message
 
 
+def message_mentions_set(*, message: Message) -> None:
+    """Record the existing users a room message names as @username (no query when it names nobody)."""
+    if "@" not in message.body:
+        return
+    names = {match["username"].lower() for match in MENTION_RE.finditer(message.body)}
+    users = selectors.users_by_usernames(usernames=names - {message.author.username.lower()})
+    message.mentions.set(users)
+    prefetch_related_objects([message], "mentions")
+
+
+def message_own_check(*, message: Message, by: User) -> None:
+    """Only the author may change a message, and only within the edit window."""
+    if message.author_id != by.pk:
+        raise ChatError("You can only change your own messages.", reason="not_author")
+    if message.retracted_at is not None:
+        raise ChatError("That message was deleted.", reason="retracted")
+    window = settings.CHAT_EDIT_WINDOW_SECONDS
+    if timezone.now() - message.created_at > timedelta(seconds=window):
+        raise ChatError(f"Messages can be changed for {window // 60} minutes after sending.", reason="too_late")
+
+
+def message_edit(*, message: Message, by: User, body: str) -> Message:
+    """Replace the text of one's own message; every open page shows the new text, marked edited."""
+    message_own_check(message=message, by=by)
+    body = body.strip()
+    if not body:
+        raise ChatError("A message cannot be empty; delete it instead.", reason="empty")
+    if len(body) > settings.CHAT_MESSAGE_MAX_LENGTH:
+        limit = settings.CHAT_MESSAGE_MAX_LENGTH
+        raise ChatError(f"Messages can be at most {limit:,} characters; yours has {len(body):,}.", reason="too_long")
+    message.body, message.edited_at = body, timezone.now()
+    message.save(update_fields=["body", "edited_at"])
+    if not message.is_private:
+        message_mentions_set(message=message)
+    transaction.on_commit(partial(message_replaced_publish, message=message))
+    return message
+
+
+def message_retract(*, message: Message, by: User) -> Message:
+    """Delete one's own message: its text goes, a "message deleted" placeholder keeps its place."""
+    message_own_check(message=message, by=by)
+    message.body, message.retracted_at = "", timezone.now()
+    message.save(update_fields=["body", "retracted_at"])
+    message.mentions.clear()
+    transaction.on_commit(partial(message_replaced_publish, message=message))
+    return message
+
+
+def message_groups(*, message: Message) -> list[str]:
+    """The groups that show a message: the room's, or the two people's of a private one."""
+    if message.is_private:
+        return [user_group(message.recipient_id), user_group(message.author_id)]
+    return [message.room.group_name]
+
+
+def message_replaced_publish(*, message: Message) -> None:
+    """Replace an edited or retracted message in every page that shows it, rendered once."""
+    event = {"type": "chat.fragment", "html": fragments.message_replaced(message=message)}
+    for group in message_groups(message=message):
+        async_to_sync(get_channel_layer().group_send)(group, event)
+
+
+def room_mark_read(*, room: Room, user: User) -> int | None:
+    """Record that the user has read the room to its newest message; the previous mark (None: first visit)."""
+    latest = selectors.room_latest_message_id(room=room)
+    visit, created = RoomVisit.objects.get_or_create(room=room, user=user, defaults={"last_read_id": latest})
+    if not created and visit.last_read_id != latest:
+        RoomVisit.objects.filter(pk=visit.pk).update(last_read_id=latest)
+    return None if created else visit.last_read_id
+
+
 def message_publish(*, message: Message) -> None:
     """Render the message once and send it to the room, or to the two people of a private message."""
     html = fragments.message_appended(message=message)
-    if message.is_private:
-        groups = [user_group(message.recipient_id), user_group(message.author_id)]
-    else:
-        groups = [message.room.group_name]
+    groups = message_groups(message=message)
     event = {"type": "chat.fragment", "html": html, "message_id": message.pk}
     try:
         for group in groups:
@@ -161,6 +236,9 @@ def message_publish(*, message: Message) -> None:
         if not message.is_private:
             activity = fragments.directory_activity(room=message.room, last_message_at=message.created_at)
             async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": activity})
+            flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=message.room)}
+            for user_id in message.mentioned_ids:
+                async_to_sync(get_channel_layer().group_send)(directory_user_group(user_id), flag)
     except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
         raise DeliveryError(
             "Your message is saved, but it could not be delivered live right now; "

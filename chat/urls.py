@@ -5,6 +5,8 @@ from chat import views
 app_name = "chat"
 urlpatterns = [
     path("", views.room_directory, name="directory"),
+    path("messages/<int:message_id>/edit/", views.message_edit, name="message_edit"),
+    path("messages/<int:message_id>/delete/", views.message_retract, name="message_retract"),
     path("<str:room_name>/private-to/", views.private_message_form, name="private_form"),
     path("<str:room_name>/history/", views.room_history, name="history"),
     path("<str:room_name>/search/", views.room_search, name="search"),

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat import fragments, selectors, services
 from chat.models import Room
@@ -22,11 +22,11 @@ def room_directory(request: HttpRequest) -> HttpResponse:
             return render(
                 request,
                 "chat/directory.html",
-                {"rooms": selectors.room_directory(), "name": name, "error": str(error)},
+                {"rooms": selectors.room_directory(user=request.user), "name": name, "error": str(error)},
                 status=400,
             )
         return redirect("chat:room", room_name=name)
-    return render(request, "chat/directory.html", {"rooms": selectors.room_directory()})
+    return render(request, "chat/directory.html", {"rooms": selectors.room_directory(user=request.user)})
 
 
 def _room_or_error(request: HttpRequest, room_name: str) -> Room | HttpResponse:
@@ -43,10 +43,14 @@ def room_detail(request: HttpRequest, room_name: str) -> HttpResponse:
     room = _room_or_error(request, room_name)
     if isinstance(room, HttpResponse):
         return room
+    messages = selectors.message_list_recent(room=room, user=request.user)
+    # The socket marks the room read when it connects; the page shows what is new until then.
+    last_read_id = selectors.room_last_read_id(room=room, user=request.user)
     context = {
         **fragments.limits(),
         "room": room,
-        "messages": selectors.message_list_recent(room=room, user=request.user),
+        "messages": messages,
+        "divider_id": selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=request.user),
         "online_users": selectors.room_online_users(room=room),
     }
     return render(request, "chat/room.html", context)
@@ -89,6 +93,37 @@ def message_in_context(request: HttpRequest, room_name: str, message_id: int) ->
     if not any(m.pk == message_id for m in messages):
         raise Http404("No such message in this room.")
     return render(request, "chat/message_context.html", {"room": room, "messages": messages, "target": message_id})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
+    """The author's inline edit form (GET), or the edit itself (POST); `?cancel` shows the message again."""
+    message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
+    if request.method == "GET" and "cancel" in request.GET:
+        return HttpResponse(fragments.message_replaced(message=message))
+    try:
+        if request.method == "POST":
+            services.message_edit(message=message, by=request.user, body=request.POST.get("body", ""))
+            return HttpResponse(fragments.message_replaced(message=message))
+        services.message_own_check(message=message, by=request.user)
+    except services.ChatError as error:
+        if request.method == "GET":
+            return HttpResponseForbidden(str(error))
+        return HttpResponse(fragments.message_edit_form(message=message, error=str(error)))
+    return HttpResponse(fragments.message_edit_form(message=message))
+
+
+@require_POST
+@login_required
+def message_retract(request: HttpRequest, message_id: int) -> HttpResponse:
+    """Delete one's own message, leaving a placeholder in its place."""
+    message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
+    try:
+        services.message_retract(message=message, by=request.user)
+    except services.ChatError as error:
+        return HttpResponseForbidden(str(error))
+    return HttpResponse(fragments.message_replaced(message=message))
 
 
 @require_GET

@@ -167,6 +167,8 @@ X_FRAME_OPTIONS = "DENY"
 # Chat rules (DESIGN.md, "limits").
 CHAT_MESSAGE_MAX_LENGTH = 2000
 CHAT_HISTORY_LENGTH = 50
+# How long after sending an author may edit or delete a message.
+CHAT_EDIT_WINDOW_SECONDS = int(os.environ.get("CHAT_EDIT_WINDOW_SECONDS", "900"))
 CHAT_RATE_LIMIT_MESSAGES = int(os.environ.get("CHAT_RATE_LIMIT_MESSAGES", "10"))
 CHAT_RATE_LIMIT_SECONDS = float(os.environ.get("CHAT_RATE_LIMIT_SECONDS", "10"))
 # A process refreshes its connections every PRESENCE_HEARTBEAT seconds; connections not refreshed

@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from chat import services
 from chat.models import Connection, Message
 from chat.tests.conftest import (
     ORIGIN,
@@ -374,4 +375,74 @@ async def test_a_consumer_cancelled_by_the_server_still_stops_counting(alice, bo
 
     await receive_until(bob_socket, departed(alice))
     assert await sync_to_async(Connection.objects.filter(user=alice).count)() == 0
+    await bob_socket.disconnect()
+
+
+async def test_an_edit_and_a_deletion_replace_the_message_on_every_open_page(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    await send_message(alice_socket, "first draft")
+    await receive_until(bob_socket, has_message("first draft"))
+    message = await sync_to_async(Message.objects.get)()
+
+    await sync_to_async(services.message_edit)(message=message, by=alice, body="second draft")
+    edited = await receive_until(bob_socket, lambda f: f'id="message-{message.pk}"' in f)
+    assert 'hx-swap-oob="true"' in edited
+    assert "second draft" in visible_text(edited)
+    assert "(edited)" in visible_text(edited)
+
+    await sync_to_async(services.message_retract)(message=message, by=alice)
+    retracted = await receive_until(bob_socket, lambda f: f'id="message-{message.pk}"' in f)
+    assert "message deleted" in visible_text(retracted)
+    assert "second draft" not in retracted
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_a_mention_is_marked_for_the_mentioned_and_flagged_in_their_live_directory(alice, bob, carol):
+    alice_socket = await joined(alice)
+    bob_directory, carol_directory = await open_directory(bob), await open_directory(carol)
+    for directory in (bob_directory, carol_directory):
+        await receive_until(directory, lambda f: 'id="room-list"' in f)
+
+    await send_message(alice_socket, "lunch, @bob?")
+
+    frame = await receive_until(alice_socket, has_message("lunch"))
+    assert f"mentions-u{bob.pk}" in frame
+    assert '<span class="mention">@bob</span>' in frame
+    room_id = await _room_id("lobby")
+    flag = await receive_until(bob_directory, lambda f: f'id="mentioned-{room_id}"' in f)
+    assert visible_text(flag) == "you were mentioned"
+    assert not any(f'id="mentioned-{room_id}"' in f for f in await drain(carol_directory))
+    await alice_socket.disconnect()
+
+
+async def test_a_room_socket_marks_the_room_read_and_shows_what_is_new(alice, bob):
+    bob_socket = await joined(bob)
+    alice_socket = await joined(alice)
+    await alice_socket.disconnect()
+    await send_message(bob_socket, "while alice was away")
+    await receive_until(bob_socket, has_message("while alice was away"))
+
+    alice_socket = await open_socket(alice)
+    log = await receive_until(alice_socket, lambda f: 'id="messages"' in f)
+    after_divider = log.split('id="unread-divider"')[1].split(">", 1)[1]
+    assert visible_text(after_divider).startswith("New since your last visit bob")
+    assert "while alice was away" in after_divider
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_a_live_message_counts_as_unread_in_the_directories_of_those_who_visited(alice, bob):
+    bob_socket = await joined(bob)
+    alice_socket = await joined(alice)
+    await alice_socket.disconnect()
+    directory = await open_directory(alice)
+    room_id = await _room_id("lobby")
+    listing = await receive_until(directory, lambda f: 'id="room-list"' in f)
+    assert f'id="unread-{room_id}"' in listing
+
+    await send_message(bob_socket, "ping")
+
+    frame = await receive_until(directory, lambda f: f"beforeend:#unread-{room_id}" in f)
+    assert "<i></i>" in frame
     await bob_socket.disconnect()

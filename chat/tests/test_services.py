@@ -95,3 +95,48 @@ def test_history_merges_the_room_with_the_users_private_messages(alice, bob, car
 def test_sending_a_message_is_one_insert_plus_the_rate_check(alice, room, django_assert_num_queries):
     with django_assert_num_queries(2):
         services.message_post(room=room, author=alice, text="counted")
+
+
+def test_a_mention_of_an_existing_user_is_recorded_and_shown_as_a_mention(alice, bob, room):
+    message = services.message_create(room=room, author=alice, body="@BOB and @ghost, see @alice. mail a@b")
+    assert list(message.mentions.all()) == [bob]
+    assert message.body_segments() == [("", False), ("@BOB", True), (" and @ghost, see @alice. mail a@b", False)]
+
+
+def test_a_message_without_an_at_sign_costs_no_mention_query(alice, room, django_assert_num_queries):
+    message = services.message_create(room=room, author=alice, body="plain")
+    with django_assert_num_queries(0):
+        assert message.mentioned_ids == []
+        assert message.body_segments() == [("plain", False)]
+
+
+def test_authors_edit_their_messages_within_the_window_and_nobody_else_can(alice, bob, room):
+    message = services.message_create(room=room, author=alice, body="typo")
+    with pytest.raises(services.ChatError, match="only change your own"):
+        services.message_edit(message=message, by=bob, body="hijacked")
+    services.message_edit(message=message, by=alice, body="fixed @bob")
+    message.refresh_from_db()
+    assert (message.body, message.edited_at is not None, list(message.mentions.all())) == ("fixed @bob", True, [bob])
+
+    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(minutes=16))
+    message.refresh_from_db()
+    with pytest.raises(services.ChatError, match="15 minutes"):
+        services.message_edit(message=message, by=alice, body="too late")
+
+
+def test_a_retracted_message_keeps_its_place_but_not_its_text(alice, bob, room):
+    message = services.message_create(room=room, author=alice, body="oops @bob")
+    with pytest.raises(services.ChatError):
+        services.message_retract(message=message, by=bob)
+    services.message_retract(message=message, by=alice)
+    message.refresh_from_db()
+    assert (message.body, message.retracted_at is not None, message.mentioned_ids) == ("", True, [])
+    with pytest.raises(services.ChatError, match="deleted"):
+        services.message_edit(message=message, by=alice, body="back")
+
+
+def test_marking_a_room_read_returns_the_previous_mark(alice, bob, room):
+    assert services.room_mark_read(room=room, user=alice) is None
+    first = services.message_create(room=room, author=bob, body="one")
+    assert services.room_mark_read(room=room, user=alice) == 0
+    assert services.room_mark_read(room=room, user=alice) == first.pk

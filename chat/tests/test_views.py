@@ -146,7 +146,7 @@ def test_scrolling_up_loads_older_pages_by_keyset_until_the_beginning(alice_clie
     oldest = alice_client.get(f"/chat/lobby/history/?before={ids[-100]}").content.decode()
     assert _message_ids(oldest) == ids[:20]
     assert "This is the beginning of #lobby." in visible_text(oldest)
-    assert "hx-get" not in oldest
+    assert "intersect once" not in oldest
 
 
 def test_scroll_back_includes_the_readers_private_messages_and_no_one_elses(alice_client, alice, bob, carol):
@@ -171,8 +171,8 @@ def test_a_room_of_100000_messages_opens_and_scrolls_back_in_a_constant_number_o
         (Message(room=room, author=bob, body=f"message {i}") for i in range(100_000)), batch_size=5000
     )
     middle = Message.objects.filter(room=room).order_by("id").values_list("id", flat=True)[50_000]
-    # session, user, room, log (room + private), online users
-    with django_assert_max_num_queries(6):
+    # session, user, room, log (room + private), read mark, online users
+    with django_assert_max_num_queries(7):
         assert alice_client.get("/chat/big/").status_code == 200
     with django_assert_max_num_queries(5):
         older = alice_client.get(f"/chat/big/history/?before={middle}").content.decode()
@@ -218,3 +218,79 @@ def test_search_escapes_the_query_and_the_results(alice_client, bob):
     html = alice_client.get("/chat/lobby/search/", {"q": "<b>bold</b>"}).content.decode()
     main = html.split("<main")[1]
     assert "b" not in element_tags(main)
+
+
+def _directory_row(html: str, name: str) -> str:
+    return html.split(f'id="room-{name}"')[1].split("</li>")[0]
+
+
+def test_the_directory_counts_unread_messages_since_the_last_visit_and_flags_mentions(alice_client, alice, bob):
+    lobby, quiet, never = (Room.objects.create(name=n) for n in ("lobby", "quiet", "never"))
+    services.room_mark_read(room=lobby, user=alice)
+    services.room_mark_read(room=quiet, user=alice)
+    services.message_create(room=lobby, author=bob, body="one")
+    services.message_create(room=lobby, author=bob, body="two @alice")
+    services.message_create(room=lobby, author=alice, body="my own")
+    services.message_create(room=never, author=bob, body="unvisited @alice")
+
+    html = alice_client.get("/chat/").content.decode()
+
+    lobby_row, quiet_row, never_row = (_directory_row(html, n) for n in ("lobby", "quiet", "never"))
+    assert 'style="counter-reset: unread 2"' in lobby_row
+    assert "you were mentioned" in visible_text(lobby_row)
+    assert 'style="counter-reset: unread 0"' in quiet_row
+    assert "you were mentioned" not in visible_text(quiet_row)
+    assert 'class="unread"' not in never_row
+
+
+def test_the_room_marks_where_the_new_messages_begin(alice_client, alice, bob):
+    room = Room.objects.create(name="lobby")
+    services.message_create(room=room, author=bob, body="seen before")
+    services.room_mark_read(room=room, user=alice)
+    new = services.message_create(room=room, author=bob, body="new one")
+
+    html = alice_client.get("/chat/lobby/").content.decode()
+
+    assert "New since your last visit" in visible_text(html)
+    assert element_ids(html.split('id="unread-divider"')[1])[0] == f"message-{new.pk}"
+
+
+def test_a_first_visit_has_no_new_messages_marker(alice_client, bob):
+    services.message_create(room=Room.objects.create(name="lobby"), author=bob, body="hello")
+    assert "unread-divider" not in alice_client.get("/chat/lobby/").content.decode()
+
+
+def test_the_author_edits_a_message_inline(alice_client, alice):
+    message = services.message_create(room=Room.objects.create(name="lobby"), author=alice, body="teh")
+    form = alice_client.get(f"/chat/messages/{message.pk}/edit/", headers={"HX-Request": "true"}).content.decode()
+    assert element_ids(form)[0] == f"message-{message.pk}"
+    assert 'value="teh"' in form
+
+    saved = alice_client.post(f"/chat/messages/{message.pk}/edit/", {"body": "the"}).content.decode()
+
+    assert visible_text(saved.split('class="message-body">')[1]) == "the"
+    assert "(edited)" in visible_text(saved.split('class="message-body"')[0])
+
+
+def test_nobody_edits_or_deletes_another_users_message(alice_client, bob):
+    message = services.message_create(room=Room.objects.create(name="lobby"), author=bob, body="mine")
+    assert alice_client.get(f"/chat/messages/{message.pk}/edit/").status_code == 403
+    assert alice_client.post(f"/chat/messages/{message.pk}/edit/", {"body": "x"}).content.decode().count("own") == 1
+    assert alice_client.post(f"/chat/messages/{message.pk}/delete/").status_code == 403
+    message.refresh_from_db()
+    assert (message.body, message.edited_at, message.retracted_at) == ("mine", None, None)
+
+
+def test_nobody_reaches_a_private_message_of_others_through_edit(alice_client, bob, carol):
+    message = services.message_create(room=Room.objects.create(name="lobby"), author=bob, body="psst", recipient=carol)
+    assert alice_client.get(f"/chat/messages/{message.pk}/edit/").status_code == 404
+
+
+def test_the_author_deletes_a_message_and_a_placeholder_keeps_its_place(alice_client, alice):
+    message = services.message_create(room=Room.objects.create(name="lobby"), author=alice, body="regret")
+    assert alice_client.get(f"/chat/messages/{message.pk}/delete/").status_code == 405
+    placeholder = alice_client.post(f"/chat/messages/{message.pk}/delete/").content.decode()
+    assert "message deleted" in visible_text(placeholder)
+    page = alice_client.get("/chat/lobby/").content.decode()
+    assert "regret" not in page
+    assert f'id="message-{message.pk}"' in page
