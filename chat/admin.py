@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -33,8 +34,8 @@ class RoomAdmin(admin.ModelAdmin):
         # Deleting would pull the room from under its open sockets; a moderator makes it read-only instead.
         return False
 
-    def save_model(self, request: HttpRequest, obj: Room, form: object, change: bool) -> None:
-        read_only_changed = "read_only" in getattr(form, "changed_data", ())
+    def save_model(self, request: HttpRequest, obj: Room, form: forms.ModelForm, change: bool) -> None:
+        read_only_changed = "read_only" in form.changed_data
         super().save_model(request, obj, form, change)
         if change and read_only_changed:
             services.room_read_only_set(room=obj, read_only=obj.read_only, by=request.user)
