@@ -304,7 +304,7 @@ def room_status_publish(*, room: Room) -> None:
     event = {"type": "room.status", "read_only": room.read_only, "html": fragments.room_status(room=room)}
     try:
         async_to_sync(get_channel_layer().group_send)(room.group_name, event)
-    except Exception:  # stored; open pages see it when they reconnect, and posting is refused either way
+    except Exception:  # stored: sockets read it again when they reconnect (until then they still accept posts)
         logger.warning("room status not delivered live", exc_info=True, extra={"room": room.name})
 
 
