@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
@@ -46,7 +47,23 @@ live_channels: set[str] = set()
 TYPING_THROTTLE_SECONDS = 2.0
 
 
-class ChatRoomConsumer(AsyncWebsocketConsumer):
+class ForwardingConsumer(AsyncWebsocketConsumer):
+    """A socket consumer whose events reach their handlers without a thread hop per event.
+
+    Channels' dispatch runs close_old_connections on its one sync thread before every event, so a
+    group message cost each recipient a trip through that thread, one recipient at a time: about a
+    fifth of the server's CPU per delivered frame under fan-out (docs/performance.md). Our handlers
+    reach the database only through database_sync_to_async, which closes old connections itself.
+    """
+
+    async def dispatch(self, message: dict) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class ChatRoomConsumer(ForwardingConsumer):
     """One browser tab with one room open."""
 
     room: Room | None = None
@@ -209,7 +226,7 @@ class ChatRoomConsumer(AsyncWebsocketConsumer):
             logger.debug("forward to a closed socket dropped: user=%s", self.user.username)
 
 
-class RoomDirectoryConsumer(AsyncWebsocketConsumer):
+class RoomDirectoryConsumer(ForwardingConsumer):
     """The room directory page: online counts, last activity and new rooms, live."""
 
     async def connect(self) -> None:

@@ -14,7 +14,13 @@ from loadtest.scenarios import human_line, run
 def _common(parser: argparse.ArgumentParser) -> None:
     """Options every scenario takes."""
     group = parser.add_argument_group("target and setup")
-    group.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL; loopback hosts only")
+    group.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="server base URL, loopback hosts only (default: http://127.0.0.1:8000); repeat for several server "
+        "processes: sockets are spread over them round robin",
+    )
     group.add_argument("--prefix", default="load", help="user names are PREFIX0, PREFIX1, ... (default: load)")
     group.add_argument("--password", default=DEFAULT_PASSWORD, help="password of every load user")
     group.add_argument("--room-prefix", default="loadroom", help="rooms are ROOM_PREFIX0, ... (default: loadroom)")
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the scenario; exit 0 when it ran to the end, 2 on bad options or target, 3 on timeout or error."""
     args = vars(build_parser().parse_args(argv))
     scenario = args.pop("scenario")
+    args["url"] = args["url"] or "http://127.0.0.1:8000"
     try:
         summary = asyncio.run(run(scenario, **args))
     except LoadTestError as error:

@@ -11,6 +11,7 @@ import secrets
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,7 +57,8 @@ _NET_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ConnectionError)
 class CommonOptions:
     """Options every scenario takes."""
 
-    url: str = "http://127.0.0.1:8000"
+    # One server URL, or several (processes of one site): sockets are spread over them round robin.
+    url: str | list[str] = "http://127.0.0.1:8000"
     prefix: str = "load"
     password: str = DEFAULT_PASSWORD
     room_prefix: str = "loadroom"
@@ -206,7 +208,11 @@ class Scenario:
     def __init__(self, options: CommonOptions) -> None:
         options.validate()
         self.options = options
-        self.target: Target = loopback_target(options.url)
+        urls = [options.url] if isinstance(options.url, str) else list(options.url)
+        if not urls:
+            raise LoadTestError("give at least one --url")
+        self.targets: list[Target] = [loopback_target(url) for url in urls]
+        self.target: Target = self.targets[0]
         self.server = ProcWatch(options.server_pids)
         self.redis = ProcWatch(options.redis_pids)
         self.generator = GeneratorWatch()
@@ -220,6 +226,15 @@ class Scenario:
         self.started = time.monotonic()
         self.phase = "setup"
         self.room_pages: dict[str, int] = {}
+        # Called with "before", "after" (and "at_cap" in ramp) as the measurement starts and ends: a profiler's cue.
+        self.observer: Callable[[str], None] | None = None
+
+    def mark(self, name: str) -> None:
+        """Sample the server and Redis processes at a moment of the run, and tell the observer."""
+        self.server.mark(name)
+        self.redis.mark(name)
+        if self.observer is not None:
+            self.observer(name)
 
     def rooms(self, count: int) -> list[str]:
         """Room names used by this run."""
@@ -298,6 +313,7 @@ class Scenario:
             "status": "ok",
             "phase": self.phase,
             "url": self.target.base,
+            "urls": [target.base for target in self.targets],
             "run_id": self.run_id,
             "params": params,
             "users": self.sign_ins.summary(self.options.user_count()) if self.sign_ins else None,
@@ -360,8 +376,11 @@ def latency_timeline(sent_at: list[int], latencies: list[int], origin_ns: int, m
 class FanoutClient:
     """One browser tab in a room: its socket, the tokens it received, whether it saw the online list."""
 
-    def __init__(self, stats: FanoutStats, room_index: int, room: str, account: Account | None) -> None:
+    def __init__(
+        self, stats: FanoutStats, room_index: int, room: str, account: Account | None, target: Target
+    ) -> None:
         self.stats = stats
+        self.target = target
         self.room_index = room_index
         self.room = room
         self.account = account
@@ -458,7 +477,7 @@ class Fanout(Scenario):
             started = time.monotonic_ns()
             try:
                 client.ws = await open_socket(
-                    self.session, self.target, client.room, client.account, self.options.connect_timeout
+                    self.session, client.target, client.room, client.account, self.options.connect_timeout
                 )
             except _NET_ERRORS as error:
                 self.connect_failures["handshake: " + describe_error(error)] += 1
@@ -514,7 +533,7 @@ class Fanout(Scenario):
             sent_ns = time.monotonic_ns()
             text = f"lt:{self.run_id}:{sender}:{seq}:{sent_ns}{padding}"
             try:
-                await ws.send_str(htmx_frame(text, self.target, client.room))
+                await ws.send_str(htmx_frame(text, client.target, client.room))
             except _NET_ERRORS:
                 self.send_failures += 1
                 continue
@@ -535,15 +554,16 @@ class Fanout(Scenario):
         for room_index, room in enumerate(self.room_names):
             for slot in range(options.clients):
                 account = accounts[self.user_index(room_index, slot)]
-                self.clients.append(FanoutClient(self.stats, room_index, room, account))
+                # A room's members spread over the servers, so a room spans every process.
+                target = self.targets[slot % len(self.targets)]
+                self.clients.append(FanoutClient(self.stats, room_index, room, account, target))
         gate = asyncio.Semaphore(options.connect_concurrency)
         await asyncio.gather(*(self.connect(client, gate) for client in self.clients))
         await self.settle_down()
 
         self.phase = "send"
         loop = asyncio.get_running_loop()
-        self.server.mark("before")
-        self.redis.mark("before")
+        self.mark("before")
         self.generator.restart()
         t0 = loop.time() + 0.05
         started_ns = time.monotonic_ns()
@@ -560,8 +580,7 @@ class Fanout(Scenario):
             await asyncio.sleep(0.02)
         end_ns = self.stats.last_delivery_ns or time.monotonic_ns()
         self.window_s = max(1e-9, (end_ns - (self.stats.first_send_ns or started_ns)) / 1e9)
-        self.server.mark("after")
-        self.redis.mark("after")
+        self.mark("after")
         self.generator.stop()
         self.phase = "done"
         self.closing = True
@@ -658,7 +677,8 @@ class Ramp(Scenario):
         room = self.room_names[index % len(self.room_names)]
         started = time.monotonic_ns()
         try:
-            ws = await open_socket(self.session, self.target, room, account, self.options.connect_timeout)
+            target = self.targets[index % len(self.targets)]
+            ws = await open_socket(self.session, target, room, account, self.options.connect_timeout)
         except _NET_ERRORS as error:
             self.failures["handshake: " + describe_error(error)] += 1
             self.attempt_done()
@@ -706,8 +726,7 @@ class Ramp(Scenario):
 
         self.phase = "ramp"
         loop = asyncio.get_running_loop()
-        self.server.mark("before")
-        self.redis.mark("before")
+        self.mark("before")
         self.generator.restart()
         t0 = loop.time()
         for index in range(options.sockets):
@@ -718,8 +737,7 @@ class Ramp(Scenario):
         await self.all_attempted.wait()
         self.ramp_s = loop.time() - t0
         self.open_at_cap = self.open
-        self.server.mark("at_cap")
-        self.redis.mark("at_cap")
+        self.mark("at_cap")
         ramp_generator = self.generator.stop()
 
         self.phase = "hold"
@@ -728,8 +746,7 @@ class Ramp(Scenario):
         await asyncio.sleep(options.hold)
         self.frames_during_hold = self.frames - frames_at_cap
         self.open_after_hold = self.open
-        self.server.mark("after")
-        self.redis.mark("after")
+        self.mark("after")
         self.hold_generator = self.generator.stop()
         self.generator.result = ramp_generator
         self.phase = "done"
@@ -799,7 +816,8 @@ class Churn(Scenario):
         while loop.time() < deadline:
             started = time.monotonic_ns()
             try:
-                ws = await open_socket(self.session, self.target, room, account, self.options.connect_timeout)
+                target = self.targets[worker % len(self.targets)]
+                ws = await open_socket(self.session, target, room, account, self.options.connect_timeout)
             except _NET_ERRORS as error:
                 self.errors["handshake: " + describe_error(error)] += 1
                 await asyncio.sleep(ERROR_BACKOFF_S)
@@ -837,16 +855,14 @@ class Churn(Scenario):
 
         self.phase = "churn"
         loop = asyncio.get_running_loop()
-        self.server.mark("before")
-        self.redis.mark("before")
+        self.mark("before")
         self.generator.restart()
         t0 = loop.time()
         await asyncio.gather(
             *(self.join_leave(worker, accounts[worker], t0 + options.duration) for worker in range(options.clients))
         )
         self.churn_s = loop.time() - t0
-        self.server.mark("after")
-        self.redis.mark("after")
+        self.mark("after")
         self.generator.stop()
         self.phase = "done"
         return self.summary()
@@ -885,10 +901,14 @@ def make_options(scenario: str, **options: Any) -> CommonOptions:
     return options_class(**options)
 
 
-async def run(scenario: str, **options: Any) -> dict:
-    """Run one scenario within its hard timeout and return its summary (status 'ok', 'timeout' or 'error')."""
+async def run(scenario: str, *, observer: Callable[[str], None] | None = None, **options: Any) -> dict:
+    """Run one scenario within its hard timeout and return its summary (status 'ok', 'timeout' or 'error').
+
+    `observer`, if given, is called with the name of each measurement mark ("before", "after", ...) as it is taken.
+    """
     opts = make_options(scenario, **options)
     instance = SCENARIOS[scenario](opts)
+    instance.observer = observer
     raise_fd_limit()
     if getattr(opts, "rate", 0) >= 1.0:
         print(

@@ -1,0 +1,164 @@
+"""Benchmark: start a throwaway stack, run a load scenario against it, optionally profile the servers.
+
+    python -m loadtest.bench [--processes N] [--layer core|pubsub|memory] [--database postgres|sqlite]
+                             [--env NAME=VALUE] [--repeat K] [--profile DIR] SCENARIO [scenario options]
+
+The scenario options are those of `python -m loadtest SCENARIO`, without --url, --server-pid and
+--redis-pid, which the stack fills in. Each run prints one JSON line (the stack, the machine's load
+average before and after, the summary) on stdout and the human line on stderr. With --profile, py-spy
+samples every daphne process during the measurement window only (not the sign-ins or the connects)
+and writes collapsed stacks (DIR/<scenario>-<run>-<pid>.txt, flamegraph.pl's input) and a summary of
+the hottest functions (DIR/<scenario>-<run>-top.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from loadtest.__main__ import build_parser
+from loadtest.client import LoadTestError
+from loadtest.scenarios import human_line, run
+from loadtest.stack import Stack, running
+
+PROFILE_RATE = 50  # samples per second: py-spy falls behind at higher rates on a busy 2-core machine
+
+
+def load_average() -> float:
+    """The 1-minute load average: the machine is shared, so every figure carries it."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+class Profiler:
+    """py-spy on every server process, started at the "before" mark and stopped at the next mark."""
+
+    def __init__(self, stack: Stack, directory: Path, label: str) -> None:
+        self.py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(self.py_spy).exists():
+            raise LoadTestError("--profile needs py-spy (pip install -r requirements/dev.txt)")
+        self.stack, self.directory, self.label = stack, directory, label
+        self.processes: list[subprocess.Popen] = []
+        self.outputs: list[Path] = []
+
+    def __call__(self, mark: str) -> None:
+        """The scenario's observer."""
+        if mark == "before":
+            self.start()
+        elif self.processes:
+            self.stop()
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for pid in self.stack.daphne_pids:
+            output = self.directory / f"{self.label}-{pid}.txt"
+            self.outputs.append(output)
+            command = [self.py_spy, "record", "-p", str(pid), "-r", str(PROFILE_RATE), "--nonblocking"]
+            command += ["--format", "raw", "-o", str(output)]
+            self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes = []
+        top = self.directory / f"{self.label}-top.txt"
+        top.write_text(hottest([path for path in self.outputs if path.exists()]))
+
+
+_SITE_RE = re.compile(r" \((?:/\S*?site-packages/|/usr/lib/python3[.\d]*/|" + re.escape(str(Path.cwd())) + "/)")
+
+
+def hottest(paths: list[Path], count: int = 40) -> str:
+    """The functions holding the most samples, by own time and including callees, from collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, samples = line.rpartition(" ")
+            if not stack or not samples.isdigit():
+                continue
+            frames = [_SITE_RE.sub(" (", frame) for frame in stack.split(";")]
+            total += int(samples)
+            own[frames[-1]] += int(samples)
+            for frame in set(frames):
+                inclusive[frame] += int(samples)
+    lines = [f"{total} samples from {', '.join(path.name for path in paths)}", "", "own time:"]
+    lines += [f"{n / total:6.1%}  {frame}" for frame, n in own.most_common(count)] if total else []
+    lines += ["", "including callees:"]
+    lines += [f"{n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(count * 2)] if total else []
+    return "\n".join(lines) + "\n"
+
+
+def build_bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=1, help="daphne processes (default: 1)")
+    parser.add_argument("--layer", choices=["core", "pubsub", "memory"], default="core", help="channel layer")
+    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres", help="database")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra server setting")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the scenario on the same stack")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the measurement window")
+    parser.add_argument("scenario", choices=["fanout", "ramp", "churn"])
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="options of the scenario")
+    return parser
+
+
+async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
+    failures = 0
+    for index in range(args.repeat):
+        label = f"{args.scenario}-{index}"
+        profiler = Profiler(stack, args.profile, label) if args.profile else None
+        load_before = load_average()
+        summary = await run(
+            args.scenario,
+            observer=profiler,
+            url=stack.urls,
+            server_pids=stack.daphne_pids,
+            redis_pids=[stack.redis_pid] if stack.redis_pid else [],
+            **options,
+        )
+        if profiler is not None and profiler.processes:
+            profiler.stop()
+        record = {
+            "stack": {**stack.describe(), "processes": len(stack.urls), "database": args.database},
+            "load_average": {"before": load_before, "after": load_average(), "cpus": os.cpu_count()},
+            "summary": summary,
+        }
+        print(json.dumps(record), flush=True)
+        tag = f"[{label} {record['stack']['layer']} x{len(stack.urls)} load {load_before}]"
+        print(tag, human_line(summary), file=sys.stderr)
+        failures += summary["status"] != "ok"
+    return 3 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_bench_parser().parse_args(argv)
+    scenario_args = vars(build_parser().parse_args([args.scenario, *args.options]))
+    scenario_args.pop("scenario")
+    for name in ("url", "server_pids", "redis_pids"):
+        if scenario_args.pop(name):
+            raise SystemExit(f"loadtest.bench: the stack sets {name}; leave it out")
+    extra = dict(item.split("=", 1) for item in args.env)
+    with running(args.processes, args.layer, args.database, extra) as stack:
+        try:
+            return asyncio.run(bench(args, stack, scenario_args))
+        except LoadTestError as error:
+            print(f"loadtest.bench: {error}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
