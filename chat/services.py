@@ -170,6 +170,8 @@ def message_own_check(*, message: Message, by: User) -> None:
         raise ChatError("You can only change your own messages.", reason="not_author")
     if message.retracted_at is not None:
         raise ChatError("That message was deleted.", reason="retracted")
+    if message.room.read_only:
+        raise ChatError(f"#{message.room.name} is read-only: nothing in it can change now.", reason="room_read_only")
     window = settings.CHAT_EDIT_WINDOW_SECONDS
     if timezone.now() - message.created_at > timedelta(seconds=window):
         raise ChatError(f"Messages can be changed for {window // 60} minutes after sending.", reason="too_late")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from django.utils import timezone
@@ -122,6 +123,15 @@ def test_authors_edit_their_messages_within_the_window_and_nobody_else_can(alice
     message.refresh_from_db()
     with pytest.raises(services.ChatError, match="15 minutes"):
         services.message_edit(message=message, by=alice, body="too late")
+
+
+def test_nothing_changes_in_a_read_only_room(alice, room):
+    message = services.message_create(room=room, author=alice, body="frozen")
+    Room.objects.filter(pk=room.pk).update(read_only=True)
+    message.room.refresh_from_db()
+    for change in (partial(services.message_edit, body="thawed"), services.message_retract):
+        with pytest.raises(services.ChatError, match="read-only"):
+            change(message=message, by=alice)
 
 
 def test_a_retracted_message_keeps_its_place_but_not_its_text(alice, bob, room):
