@@ -12,8 +12,10 @@ import uuid
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import InMemoryChannelLayer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from chat import fragments, selectors, services
@@ -46,6 +48,31 @@ live_channels: set[str] = set()
 # The browser sends typing notices at most every 2 s; the server forwards at most that many.
 TYPING_THROTTLE_SECONDS = 2.0
 
+# Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
+WARNING_REASONS = frozenset({"too_long", "rate_limited"})
+
+# This process's room sockets, quiesced before a stopping server closes them (config/server.py); and whether it is.
+open_sockets: set[ChatRoomConsumer] = set()
+server_restarting = False
+
+# While the channel layer does not answer, each socket tries to join its groups again this often (seconds).
+LAYER_RETRY_SECONDS = 2.0
+LAYER_LOST_ERROR = (
+    "Live updates are interrupted. What you send is still saved, and this page catches up by itself "
+    "when the connection is back."
+)
+
+
+def readable(value: object) -> bool:
+    """A string of real characters: JSON can also carry lone surrogates ("\\ud800"), which no database stores."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 class ForwardingConsumer(AsyncWebsocketConsumer):
     """A socket consumer whose events reach their handlers without a thread hop per event.
@@ -69,19 +96,104 @@ class ChatRoomConsumer(ForwardingConsumer):
     room: Room | None = None
     typing_sent_at = float("-inf")
     present = False
+    layer_up = True
+    restarting = False
 
     async def __call__(self, scope, receive, send) -> None:
+        """Serve the socket as channels' AsyncConsumer does, but read the layer through layer_events."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
+        self.frame_in_hand = asyncio.Lock()
+        open_sockets.add(self)
         try:
-            await super().__call__(scope, receive, send)
+            await await_many_dispatch([receive, self.layer_events], self.dispatch)
+        except StopConsumer:
+            pass
         finally:
+            open_sockets.discard(self)
             # However the consumer ends (closed, crashed, cancelled by the server), it stops counting.
             if self.present:
                 await asyncio.shield(self.leave())
+
+    async def layer_events(self) -> dict:
+        """The next channel-layer event; an outage becomes `layer.lost`, and joining the groups after it `layer.back`.
+
+        Channels lets a layer error end the consumer (the browser sees 1011 and reconnects into the same outage);
+        here the socket stays open: the page keeps its log, and what the user sends is stored (services).
+        """
+        if self.layer_up:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
+                return {"type": "layer.lost", "reason": type(error).__name__}
+        while True:
+            await asyncio.sleep(LAYER_RETRY_SECONDS)
+            try:
+                for group in self.groups:
+                    await self.channel_layer.group_add(group, self.channel_name)
+            except Exception:  # still down
+                continue
+            return {"type": "layer.back"}
+
+    async def layer_lost(self, event: dict) -> None:
+        """The channel layer stopped answering: say so once; messages are still stored, only not delivered live."""
+        if not self.layer_up:
+            return
+        self.layer_up = False
+        if self.room is not None:
+            fields = socket_log_fields(self.scope, room=self.room.name, reason=event["reason"])
+            logger.warning("channel layer unavailable", extra=fields)
+            await self.send(text_data=fragments.chat_error(error=LAYER_LOST_ERROR))
+
+    async def layer_back(self, event: dict) -> None:
+        """The layer answers again and the groups are joined: send what this page missed meanwhile."""
+        self.layer_up = True
+        if self.room is not None:
+            await database_sync_to_async(self.join_and_render_log)()
+            await self.send(text_data=self.log_html + fragments.chat_error())
+            logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
+
+    async def stop_taking_frames(self) -> None:
+        """The server is stopping: finish the frame in hand (stored and answered), then take no more."""
+        async with self.frame_in_hand:
+            self.restarting = True
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Exception:  # the server's error type for a closing socket
+            if not self.restarting:
+                raise
+            # The server is closing this socket for a restart: the browser gets the state again on reconnect.
+
+    async def websocket_receive(self, message: dict) -> None:
+        if self.restarting:  # the server is stopping: the text stays in the browser's box, sent after reconnecting
+            return
+        async with self.frame_in_hand:
+            await super().websocket_receive(message)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        """Leave the groups while the layer answers (its memberships expire anyway), then uncount."""
+        if self.layer_up:
+            try:
+                for group in self.groups:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as error:  # the layer's errors depend on its backend
+                logger.warning("groups not left", extra=socket_log_fields(self.scope, reason=type(error).__name__))
+        await self.disconnect(message["code"])
+        raise StopConsumer
 
     async def connect(self) -> None:
         """Join the room's and the user's groups, count the connection, send the log."""
         self.user = self.scope["user"]
         name = self.scope["url_route"]["kwargs"]["room_name"]
+        if server_restarting:
+            # Refused at the handshake (1006): the browser tries again, by then on another process.
+            await self.close()
+            return
         # Accept before refusing: a refused handshake looks like 1006, which the browser retries forever.
         await self.accept()
         if not self.user.is_authenticated:
@@ -106,8 +218,11 @@ class ChatRoomConsumer(ForwardingConsumer):
             await self.close(code=CLOSE_INVALID_ROOM)
             return
         self.groups = [self.room.group_name, services.user_group(self.user.pk)]
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            for group in self.groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as error:  # the layer's errors depend on its backend; the page works without it
+            await self.layer_lost({"reason": type(error).__name__})
         await database_sync_to_async(self.join_and_render_log)()
         # The room's status too: a moderator may have closed the room while this page was away.
         await self.send(text_data=self.log_html + fragments.room_status(room=self.room))
@@ -153,7 +268,7 @@ class ChatRoomConsumer(ForwardingConsumer):
         if self.room is None:
             return
         payload = self.frame_payload(text_data)
-        if isinstance(payload.get("message"), str):
+        if readable(payload.get("message")):
             await self.post_message(payload["message"])
         elif payload.get("typing"):
             await self.announce_typing()
@@ -175,8 +290,9 @@ class ChatRoomConsumer(ForwardingConsumer):
             await self.send(text_data=fragments.chat_error(error=str(error)) + fragments.message_form(room=self.room))
         except services.ChatError as error:
             # The reason code, not the sentence: the sentence can quote what the user typed.
-            logger.info(
-                "message refused", extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason)
+            level = logging.WARNING if error.reason in WARNING_REASONS else logging.INFO
+            logger.log(
+                level, "message refused", extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason)
             )
             # A browser's frame holds at most 64 KiB; longer text came in fragments from a script, and sending it
             # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
@@ -192,7 +308,11 @@ class ChatRoomConsumer(ForwardingConsumer):
         self.typing_sent_at = now
         html = fragments.typing(typist=self.user)
         event = {"type": "chat.fragment", "html": html, "skip_user_id": self.user.pk}
-        await self.channel_layer.group_send(self.room.group_name, event)
+        if self.layer_up:
+            try:
+                await self.channel_layer.group_send(self.room.group_name, event)
+            except Exception as error:  # a notice nobody misses; the layer's own state is handled in layer_events
+                logger.debug("typing notice dropped: %s", type(error).__name__)
 
     @staticmethod
     def frame_payload(text_data: str | None) -> dict:
@@ -254,6 +374,13 @@ class RoomDirectoryConsumer(ForwardingConsumer):
     async def chat_fragment(self, event: dict) -> None:
         """Forward HTML rendered once for every directory."""
         await self.send(text_data=event["html"])
+
+
+async def sockets_stop_taking_frames() -> None:
+    """Before the server closes the sockets (config/server.py): let each finish its frame in hand, refuse new ones."""
+    global server_restarting
+    server_restarting = True
+    await asyncio.gather(*(consumer.stop_taking_frames() for consumer in list(open_sockets)))
 
 
 _heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}

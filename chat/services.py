@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
+from functools import partial, wraps
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
@@ -47,6 +48,28 @@ class DeliveryError(ChatError):
     """The message is stored but the channel layer could not carry it live."""
 
     reason = "delivery_failed"
+
+
+class StorageError(ChatError):
+    """The database refused the message: nothing is stored, nothing is published."""
+
+    reason = "storage_failed"
+
+
+def published_best_effort(publish: Callable[..., None]) -> Callable[..., None]:
+    """For what every page is sent again when its socket (re)connects: a layer outage is a warning, not a failure.
+
+    Otherwise the outage would fail what triggered the publish: a connect, a leave, a room page that creates a room.
+    """
+
+    @wraps(publish)
+    def publish_or_warn(**kwargs: object) -> None:
+        try:
+            publish(**kwargs)
+        except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
+            logger.warning("not delivered live", extra={"publish": publish.__name__, "reason": type(error).__name__})
+
+    return publish_or_warn
 
 
 # Every open room directory page.
@@ -84,6 +107,7 @@ def room_get_or_create(*, name: str) -> Room:
         return selectors.room_get(name=name)
 
 
+@published_best_effort
 def room_created_publish(*, room: Room) -> None:
     """Show a new room at the top of every open directory."""
     html = fragments.directory_room_added(room=room)
@@ -140,9 +164,15 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
     # No query: a socket keeps its room's read_only current (loaded on connect, then room.status events).
     if room.read_only:
         raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
-    parsed = message_parse(author=author, text=text)
-    message_rate_check(author=author)
-    return message_create(room=room, author=author, body=parsed.body, recipient=parsed.recipient)
+    try:
+        parsed = message_parse(author=author, text=text)
+        message_rate_check(author=author)
+        return message_create(room=room, author=author, body=parsed.body, recipient=parsed.recipient)
+    except DatabaseError as error:
+        logger.error("message not stored", exc_info=True, extra={"reason": StorageError.reason})
+        raise StorageError(
+            "Your message could not be saved just now; it is still in the box. Please send it again in a moment."
+        ) from error
 
 
 def message_create(*, room: Room, author: User, body: str, recipient: User | None = None) -> Message:
@@ -211,6 +241,7 @@ def message_groups(*, message: Message) -> list[str]:
     return [message.room.group_name]
 
 
+@published_best_effort
 def message_replaced_publish(*, message: Message) -> None:
     """Replace an edited or retracted message in every page that shows it, rendered once."""
     event = {"type": "chat.fragment", "html": fragments.message_replaced(message=message)}
@@ -365,6 +396,7 @@ def presence_refresh(*, server: str, live_channels: set[str], sole_server: bool 
         transaction.on_commit(partial(presence_departed_publish, pairs=sorted(pairs - still_online)))
 
 
+@published_best_effort
 def presence_arrived_publish(*, room: Room, user: User, joiner: str) -> None:
     """Add the user to every other open online list of the room, and update the room's count in the directories."""
     layer = get_channel_layer()
@@ -375,6 +407,7 @@ def presence_arrived_publish(*, room: Room, user: User, joiner: str) -> None:
     online_count_publish(room_ids=[room.pk])
 
 
+@published_best_effort
 def presence_departed_publish(*, pairs: list[tuple[int, int]]) -> None:
     """Remove users from the online lists of rooms they left, and update those rooms' counts."""
     layer = get_channel_layer()
@@ -384,6 +417,7 @@ def presence_departed_publish(*, pairs: list[tuple[int, int]]) -> None:
     online_count_publish(room_ids=sorted({room_id for room_id, _ in pairs}))
 
 
+@published_best_effort
 def online_count_publish(*, room_ids: list[int]) -> None:
     """Send each room's number of people online to every open directory."""
     layer = get_channel_layer()

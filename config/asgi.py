@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -20,3 +21,12 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# Under daphne's command line (`daphne config.asgi:application`), which creates its server after importing this
+# module: serve with the server that closes the sockets with 1012 on SIGTERM (config/server.py).
+if "daphne.cli" in sys.modules:
+    from daphne.cli import CommandLineInterface
+
+    from config.server import RestartingServer
+
+    CommandLineInterface.server_class = RestartingServer

@@ -7,13 +7,14 @@ talks to them as browsers do (`tests.system.clients`) and asserts what the users
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 
 from tests.support.html import visible_text
-from tests.support.servers import WEBSOCKET_MAX_FRAME_SIZE, WEBSOCKET_MAX_MESSAGE_SIZE, DaphneServer
+from tests.support.servers import WEBSOCKET_MAX_FRAME_SIZE, WEBSOCKET_MAX_MESSAGE_SIZE, DaphneServer, RedisServer
 from tests.system.clients import (
     PATIENCE,
     Browser,
@@ -37,6 +38,11 @@ def has_error(text: str):
 
 def has_message(text: str):
     return lambda frame: "message-body" in frame and text in visible_text(frame)
+
+
+def departed(user_id: int):
+    """The frame that takes a user off an open online list (an arrival also drops a stale entry first)."""
+    return lambda frame: f'<li id="online-user-{user_id}" hx-swap-oob="delete">' in frame and "beforeend" not in frame
 
 
 def stored(env: dict[str, str], body: str) -> int:
@@ -172,3 +178,153 @@ async def test_the_largest_log_the_server_can_send_reaches_the_browser(laptop_se
     await tab.send("still open after the longest log")
     await tab.until(has_message("still open after the longest log"), "bob's own message")
     await tab.close()
+
+
+# --- A restart, a crash ---------------------------------------------------------------------------------------------
+
+
+async def test_sigterm_stores_what_is_in_flight_closes_with_1012_and_browsers_reconnect_to_the_next_process(
+    tmp_path, session
+):
+    env = server_env(tmp_path)
+    server = DaphneServer(env=env, log_path=tmp_path / "first.log").start()
+    try:
+        alice = await Browser.sign_up(session, server, "alice-restart")
+        bob = await Browser.sign_up(session, server, "bob-restart")
+        alice_tab, bob_tab = await alice.open(), await bob.open()
+        for tab in (alice_tab, bob_tab):
+            await tab.until(lambda f: 'id="messages"' in f, "the log")
+        for i in range(5):
+            await alice_tab.send(f"in flight {i}")
+
+        # Right after the frames left: some are being stored as the signal arrives.
+        server.process.send_signal(signal.SIGTERM)
+
+        assert await alice_tab.closed() == 1012
+        assert await bob_tab.closed() == 1012
+        assert server.process.wait(30) == 0
+    finally:
+        server.stop()
+    acknowledged = sum(1 for f in alice_tab.frames if 'id="message-form"' in f and 'value=""' in f)
+    kept = stored(env, "in flight 0") + sum(stored(env, f"in flight {i}") for i in range(1, 5))
+    # Every message the server took is stored and was answered; the rest stay in the browser's box.
+    assert kept == acknowledged
+    assert database_rows(env, "SELECT count(*) FROM chat_connection")[0][0] == 0
+    assert "Traceback" not in server_log(server)
+
+    # The browsers reconnect (1012 is one of the ws extension's codes) to the process that replaces it.
+    with DaphneServer(env=env, port=server.port, log_path=tmp_path / "second.log") as successor:
+        alice_tab = await alice.on(successor).open()
+        log = await alice_tab.until(lambda f: 'id="messages"' in f, "the log from the successor")
+        for i in range(kept):
+            assert f"in flight {i}" in visible_text(log)
+        bob_tab = await bob.on(successor).open()
+        await bob_tab.until(lambda f: 'id="messages"' in f, "the log from the successor")
+        await alice_tab.send("after the restart")
+        await bob_tab.until(has_message("after the restart"), "a message through the successor")
+        await alice_tab.close()
+        await bob_tab.close()
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[RedisServer]:
+    with RedisServer() as redis:
+        yield redis
+
+
+async def test_a_killed_process_takes_its_users_offline_within_the_timeout_and_the_other_serves_on(
+    tmp_path, session, shared_redis
+):
+    env = server_env(tmp_path, REDIS_URL=shared_redis.url, CHAT_PRESENCE_HEARTBEAT="1", CHAT_PRESENCE_TIMEOUT="3")
+    with (
+        DaphneServer(env=env, log_path=tmp_path / "doomed.log") as doomed,
+        DaphneServer(env=env, log_path=tmp_path / "survivor.log") as survivor,
+    ):
+        alice = await Browser.sign_up(session, doomed, "alice-killed")
+        bob = await Browser.sign_up(session, survivor, "bob-survives")
+        carol = await Browser.sign_up(session, survivor, "carol-survives")
+        alice_tab = await alice.open()
+        await alice_tab.until(lambda f: 'id="messages"' in f, "the log")
+        bob_tab, carol_tab = await bob.open(), await carol.open()
+        await bob_tab.until(lambda f: "alice-killed" in visible_text(f) and "online-user" in f, "alice online")
+        await carol_tab.until(lambda f: 'id="messages"' in f, "the log")
+
+        doomed.stop(signal.SIGKILL)
+
+        (alice_id,) = database_rows(env, "SELECT id FROM accounts_user WHERE username = 'alice-killed'")[0]
+        await bob_tab.until(departed(alice_id), "alice leaving bob's online list")
+        status, page = await bob.get("/chat/lobby/")
+        online = page.split('id="online-users"', 1)[1].split("</ul>", 1)[0]
+        assert status == 200
+        assert "alice-killed" not in visible_text(online)
+        assert "bob-survives" in visible_text(online)
+        await bob_tab.send("the survivor serves on")
+        await carol_tab.until(has_message("the survivor serves on"), "bob's message on the surviving process")
+        assert "Traceback" not in server_log(survivor)
+        await bob_tab.close()
+        await carol_tab.close()
+
+
+# --- Redis goes away ------------------------------------------------------------------------------------------------
+
+
+async def test_a_redis_outage_keeps_pages_and_sockets_up_stores_every_message_and_heals_without_a_restart(
+    tmp_path, session
+):
+    """What "nothing half-stored" means here: a message sent during the outage is stored, and its sender is told it
+    was not delivered live; nobody sees it live, everybody sees it in the log once their page catches up."""
+    redis = RedisServer().start()
+    env = server_env(tmp_path, REDIS_URL=redis.url)
+    try:
+        with DaphneServer(env=env, log_path=tmp_path / "daphne.log") as server:
+            alice = await Browser.sign_up(session, server, "alice-outage")
+            bob = await Browser.sign_up(session, server, "bob-outage")
+            alice_tab, bob_tab = await alice.open(), await bob.open()
+            for tab in (alice_tab, bob_tab):
+                await tab.until(lambda f: 'id="messages"' in f, "the log")
+            await alice_tab.send("before the outage")
+            await bob_tab.until(has_message("before the outage"), "a message before the outage")
+
+            redis.stop()
+
+            for tab in (alice_tab, bob_tab):
+                await tab.until(has_error("Live updates are interrupted"), "word of the outage")
+            await alice_tab.send("during the outage")
+            answer = await alice_tab.until(has_error("Your message is saved"), "the not-delivered-live error")
+            assert input_value(answer, "message") == ""
+            assert stored(env, "during the outage") == 1
+            # The pages work: reading, opening a new room, signing up, logging in.
+            for path in ("/chat/lobby/", "/chat/", "/chat/opened-during-the-outage/"):
+                status, _page = await bob.get(path)
+                assert status == 200, path
+            assert "during the outage" in visible_text((await bob.get("/chat/lobby/"))[1])
+            carol = await Browser.sign_up(session, server, "carol-outage")
+            async with new_session() as elsewhere:
+                again = await Browser.sign_up(elsewhere, server, "bob-outage")
+                assert again.account.how == "login"
+            # A socket opened during the outage shows the log and says live updates are off.
+            carol_tab = await carol.open()
+            log = await carol_tab.until(lambda f: 'id="messages"' in f, "the log during the outage")
+            assert "during the outage" in visible_text(log)
+            assert any(has_error("Live updates are interrupted")(frame) for frame in carol_tab.frames)
+            assert not any(has_message("during the outage")(frame) for frame in bob_tab.frames)
+
+            redis.start()
+
+            # Every open page catches up by itself: the log again (with what was missed), the error cleared.
+            for tab in (alice_tab, bob_tab, carol_tab):
+                caught_up = await tab.until(lambda f: 'id="messages"' in f and 'id="chat-error"' in f, "catching up")
+                assert "during the outage" in visible_text(caught_up)
+                assert error_line(caught_up) == ""
+            await alice_tab.send("after the outage")
+            for tab in (bob_tab, carol_tab):
+                await tab.until(has_message("after the outage"), "a live message after the outage")
+            fresh = await bob.open()
+            await fresh.until(lambda f: 'id="messages"' in f, "the log on a new socket")
+            for tab in (alice_tab, bob_tab, carol_tab, fresh):
+                await tab.close()
+            await wait_for(lambda: not database_rows(env, "SELECT 1 FROM chat_connection"), "every socket uncounted")
+            assert server.process.poll() is None
+            assert "Traceback" not in server_log(server)
+    finally:
+        redis.stop()
