@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,18 @@ ARTIFACTS = E2E_DIR / "artifacts"
 NOTES_KEY = pytest.StashKey[list[str]]()
 
 expect.set_options(timeout=10_000)
+
+# Run by `manage.py shell -c` with the server's environment: a room full of history in a second, not via the UI.
+STORE_MESSAGES = """
+import json
+from accounts.models import User
+from chat.models import Message, Room
+args = json.loads({args!r})
+author = User.objects.get(username=args["author"])
+room = Room.objects.create(name=args["room"])
+Message.objects.bulk_create(Message(room=room, author=author, body=body) for body in args["bodies"])
+print(Message.objects.filter(room=room).count())
+"""
 
 
 def server_env(database: Path) -> dict[str, str]:
@@ -100,6 +113,26 @@ class ChatServer:
 
     def stop(self) -> None:
         self.server.stop()
+
+    def manage_shell(self, code: str) -> str:
+        """Run Python in `manage.py shell` on this server's database (fixtures made fast, not through the UI)."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+            cwd=BASE_DIR,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"manage.py shell failed ({result.returncode}):\n{result.stderr}")
+        return result.stdout
+
+    def store_messages(self, *, room: str, author: str, bodies: list[str]) -> None:
+        """Create a room with these messages (oldest first) by a signed-up user, straight in the database."""
+        args = json.dumps({"room": room, "author": author, "bodies": bodies})
+        stored = self.manage_shell(STORE_MESSAGES.format(args=args)).strip()
+        assert stored == str(len(bodies)), f"stored {stored!r} messages in {room}, wanted {len(bodies)}"
 
     def restart(self) -> None:
         """Stop with SIGTERM, then start a new process on the same port and database."""

@@ -29,6 +29,7 @@ LIVE_MS = 5_000
 # Long enough for the ws extension's backoff (full jitter: 1, 2, 4, 8 s caps) to find a restarted server.
 RECONNECT_MS = 25_000
 SOCKET_PATH = "/ws/chat/"
+DIRECTORY_SOCKET_PATH = "/ws/directory/"
 
 _serial = itertools.count(1)
 _used_names: set[str] = set()
@@ -54,8 +55,9 @@ def wait_until(predicate: Callable[[], bool], page: Page, timeout_ms: float, wha
 
 @dataclass
 class SocketWatch:
-    """The room sockets one page opened, and what they received, as Playwright reports them."""
+    """The sockets one page opened to a path (room sockets by default), and what they received."""
 
+    path: str = SOCKET_PATH
     sockets: list[WebSocket] = field(default_factory=list)
     frames: dict[int, int] = field(default_factory=dict)
     closed: set[int] = field(default_factory=set)
@@ -64,7 +66,7 @@ class SocketWatch:
         page.on("websocket", self._opened)
 
     def _opened(self, socket: WebSocket) -> None:
-        if SOCKET_PATH not in socket.url:
+        if self.path not in socket.url:
             return
         index = len(self.sockets)
         self.sockets.append(socket)
@@ -115,9 +117,24 @@ class Tab:
             has=self.page.locator(".message-body", has_text=re.compile(rf"^\s*{re.escape(body)}\s*$"))
         )
 
+    @property
+    def typing(self) -> Locator:
+        """The line under the log where "<name> is typing…" notices show."""
+        return self.page.locator("#typing")
+
+    def typing_notice(self, username: str) -> Locator:
+        return self.typing.locator(".typing-notice", has_text=f"{username} is typing…")
+
     def online_user(self, username: str) -> Locator:
         """The entry of a user in this tab's online list (a button with the username)."""
         return self.online_users.locator("li button", has_text=re.compile(rf"^\s*{re.escape(username)}\s*$"))
+
+    def user_pk(self, username: str) -> int:
+        """A listed user's primary key, read from the id of their entry in the online list (`online-user-<pk>`)."""
+        name = re.compile(rf"^\s*{re.escape(username)}\s*$")
+        entry = self.online_users.locator("li").filter(has=self.page.locator("button", has_text=name))
+        expect(entry).to_have_count(1)
+        return int(str(entry.get_attribute("id")).removeprefix("online-user-"))
 
     def sockets_opened(self) -> int:
         return len(self.watch.sockets)
@@ -137,8 +154,61 @@ class Tab:
         self.message_input.fill(text)
         self.message_input.press("Enter")
 
+    def post(self, text: str) -> Locator:
+        """Send a room message and wait until it is in this tab's own log and the fresh, empty form is back.
+
+        Before sending again: text typed before the server's fresh form arrives is replaced by that form.
+        """
+        self.send(text)
+        expect(self.message_input).to_have_value("", timeout=LIVE_MS)
+        message = self.message(text)
+        expect(message).to_have_count(1, timeout=LIVE_MS)
+        return message
+
     def close(self) -> None:
         self.page.close()
+
+    def leave_to_directory(self) -> DirectoryTab:
+        """Follow the room header's "All rooms" link in this tab, and wait until the directory is live."""
+        watch = SocketWatch(path=DIRECTORY_SOCKET_PATH)
+        watch.attach(self.page)
+        self.page.locator(".room-header").get_by_role("link", name="All rooms").click()
+        directory = DirectoryTab(user=self.user, page=self.page, watch=watch)
+        directory.wait_connected()
+        return directory
+
+
+@dataclass
+class DirectoryTab:
+    """One browser tab of one user with the room directory open, and its directory socket."""
+
+    user: ChatUser
+    page: Page
+    watch: SocketWatch
+
+    def row(self, room: str) -> Locator:
+        """The directory's entry of a room (`li#room-<name lowercased>`)."""
+        return self.page.locator(f"#room-list > li#room-{room.lower()}")
+
+    def room_pk(self, room: str) -> int:
+        """The room's primary key, read from the id of its online count (`online-<pk>`)."""
+        count = self.row(room).locator(".online-count")
+        expect(count).to_have_count(1)
+        return int(str(count.get_attribute("id")).removeprefix("online-"))
+
+    def wait_connected(self, timeout_ms: float = 10_000, after: int = 0) -> None:
+        """Wait until the directory socket is open and the server has sent the room list on it."""
+        wait_until(
+            lambda: len(self.watch.sockets) > after and self.watch.live,
+            self.page,
+            timeout_ms,
+            f"{self.user.username}'s directory socket to open and receive the room list",
+        )
+
+    def reload(self) -> None:
+        opened = len(self.watch.sockets)
+        self.page.reload()
+        self.wait_connected(after=opened)
 
 
 @dataclass
@@ -150,11 +220,13 @@ class ChatUser:
     context: BrowserContext
     console: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    # Dialogs are dismissed unless a test has asked for the next ones to be accepted (a confirm() it expects).
+    dialogs_to_accept: int = 0
 
-    def new_page(self) -> tuple[Page, SocketWatch]:
-        """A new tab that records its console, its dialogs (alerts) and its room sockets."""
+    def new_page(self, socket_path: str = SOCKET_PATH) -> tuple[Page, SocketWatch]:
+        """A new tab that records its console, its dialogs (alerts) and its sockets to a path (room sockets)."""
         page = self.context.new_page()
-        watch = SocketWatch()
+        watch = SocketWatch(path=socket_path)
         watch.attach(page)
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
@@ -166,7 +238,15 @@ class ChatUser:
 
     def _dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
-        dialog.dismiss()
+        if self.dialogs_to_accept > 0:
+            self.dialogs_to_accept -= 1
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    def accept_next_dialog(self) -> None:
+        """Accept (rather than dismiss) the next dialog any of this user's pages opens, e.g. an hx-confirm."""
+        self.dialogs_to_accept += 1
 
     def open_room(self, room: str, *, connected: bool = True) -> Tab:
         """Open a room in a new tab and, by default, wait until its socket is open."""
@@ -181,6 +261,14 @@ class ChatUser:
         page, _watch = self.new_page()
         page.goto("/chat/")
         return page
+
+    def open_live_directory(self) -> DirectoryTab:
+        """Open the directory in a new tab and wait until its socket has sent the room list."""
+        page, watch = self.new_page(DIRECTORY_SOCKET_PATH)
+        page.goto("/chat/")
+        directory = DirectoryTab(user=self, page=page, watch=watch)
+        directory.wait_connected()
+        return directory
 
 
 def new_context(browser: Browser, base_url: str) -> BrowserContext:
