@@ -372,8 +372,11 @@ class RoomDirectoryConsumer(ForwardingConsumer):
             logger.info("socket disconnected", extra=socket_log_fields(self.scope, close_code=code))
 
     async def chat_fragment(self, event: dict) -> None:
-        """Forward HTML rendered once for every directory."""
-        await self.send(text_data=event["html"])
+        """Forward HTML rendered once for every directory (with the news, unless this user wrote it)."""
+        html = event["html"]
+        if "news_html" in event and event["author_id"] != self.scope["user"].pk:
+            html += event["news_html"]
+        await self.send(text_data=html)
 
 
 async def sockets_stop_taking_frames() -> None:

@@ -31,7 +31,8 @@ def message_appended(*, message: Message) -> str:
 
 def message_log(*, room: Room, messages: list[Message], divider_id: int | None = None) -> str:
     """The whole recent log, replacing #messages (sent on every connect)."""
-    return _render("message-log", {"room": room, "messages": messages, "divider_id": divider_id, "oob": True})
+    context = {"room": room, "chat_messages": messages, "divider_id": divider_id, "oob": True}
+    return _render("message-log", context)
 
 
 def message_replaced(*, message: Message) -> str:
@@ -45,7 +46,7 @@ def message_edit_form(*, message: Message, error: str = "") -> str:
 
 def older_messages(*, room: Room, messages: list[Message]) -> str:
     """A page of older messages, replacing the scroll-back marker at the top of the log."""
-    return _render("older-messages", {"room": room, "messages": messages})
+    return _render("older-messages", {"room": room, "chat_messages": messages})
 
 
 def online_users(*, room: Room, users: list[User]) -> str:
@@ -86,6 +87,11 @@ def directory_online_count(*, room: Room, online_count: int) -> str:
     return render_to_string(
         f"{DIRECTORY_TEMPLATE}#room-online", {"room": room, "online_count": online_count, "oob": True}
     )
+
+
+def directory_unread_one_more(*, room: Room) -> str:
+    """One more unread message on the room's badge (a CSS counter counts them)."""
+    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-unread-one-more", {"room": room})
 
 
 def directory_activity(*, room: Room, last_message_at: datetime) -> str:

@@ -12,7 +12,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import User
-from chat.models import Message, Room, RoomVisit
+from chat.models import Connection, Message, Room, RoomVisit
 
 SEARCH_CONFIG = "english"
 
@@ -45,7 +45,12 @@ def room_directory(*, user: User) -> QuerySet[Room]:
             last_message_at=Subquery(latest),
             last_read_id=Subquery(last_read),
         )
-        .annotate(unread_count=Subquery(unread), mentioned=Exists(since.filter(mentions=user)))
+        .annotate(
+            # A room the user has open right now is being read: nothing in it is new.
+            open_now=Exists(Connection.objects.filter(room=OuterRef("pk"), user=user, seen_at__gte=presence_cutoff())),
+            unread_count=Subquery(unread),
+            mentioned=Exists(since.filter(mentions=user)),
+        )
         .order_by(F("last_message_at").desc(nulls_last=True), "name")
     )
 

@@ -267,8 +267,14 @@ def message_publish(*, message: Message) -> None:
         for group in groups:
             async_to_sync(get_channel_layer().group_send)(group, event)
         if not message.is_private:
-            activity = fragments.directory_activity(room=message.room, last_message_at=message.created_at)
-            async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": activity})
+            directory_event = {
+                "type": "chat.fragment",
+                "html": fragments.directory_activity(room=message.room, last_message_at=message.created_at),
+                # Appended by every directory but the author's: one's own message is not news.
+                "news_html": fragments.directory_unread_one_more(room=message.room),
+                "author_id": message.author_id,
+            }
+            async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, directory_event)
             flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=message.room)}
             for user_id in message.mentioned_ids:
                 async_to_sync(get_channel_layer().group_send)(directory_user_group(user_id), flag)

@@ -49,7 +49,8 @@ def room_detail(request: HttpRequest, room_name: str) -> HttpResponse:
     context = {
         **fragments.limits(),
         "room": room,
-        "messages": messages,
+        # Not "messages": that is django.contrib.messages' notices in base.html.
+        "chat_messages": messages,
         "divider_id": selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=request.user),
         "online_users": selectors.room_online_users(room=room),
     }
@@ -92,7 +93,8 @@ def message_in_context(request: HttpRequest, room_name: str, message_id: int) ->
     messages = selectors.message_context(room=room, message_id=message_id)
     if not any(m.pk == message_id for m in messages):
         raise Http404("No such message in this room.")
-    return render(request, "chat/message_context.html", {"room": room, "messages": messages, "target": message_id})
+    context = {"room": room, "chat_messages": messages, "target": message_id}
+    return render(request, "chat/message_context.html", context)
 
 
 @require_http_methods(["GET", "POST"])

@@ -1,8 +1,4 @@
-"""The room page of a busy room: the log scrolls in its own box, and each message shows once, in the log.
-
-Both tests are strict xfails for app bugs found while writing the scroll-back test (reported, not fixed here):
-when the app is fixed they pass, strict turns that into a failure, and the marker must go.
-"""
+"""The room page of a busy room: the log scrolls in its own box, and each message shows once, in the log."""
 
 from __future__ import annotations
 
@@ -19,13 +15,6 @@ pytestmark = pytest.mark.e2e
 BODIES = [f"layout line {n:02d}" for n in range(1, 41)]  # more than fit, fewer than a page of 50
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: `.page { flex: 1 }` (flex-basis 0% in a body of indefinite height) overrides "
-    "`.page--room { height: calc(100vh - 3.2rem) }`, so the room page grows to its content and the window "
-    "scrolls instead of `.log`; the title, search box and online list scroll out of view (the stray notices of "
-    "the other xfail below add their height too: this passes with both fixed)",
-)
 def test_when_a_room_has_more_messages_than_fit_then_only_the_log_scrolls(
     new_user: Callable[[str], ChatUser], new_room: Callable[[str], str], chat_server: ChatServer
 ) -> None:
@@ -45,12 +34,6 @@ def test_when_a_room_has_more_messages_than_fit_then_only_the_log_scrolls(
     expect(tab.message(BODIES[-1])).to_be_in_viewport()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: chat.views.room_detail (and message_in_context) pass the chat log as `messages`, which "
-    "shadows django.contrib.messages in base.html: every message shows again above the room as a notice "
-    "`<li>` reading Message.__str__ ('<author id> in <room id>: <first 40 characters>')",
-)
 def test_when_a_room_opens_with_history_then_each_message_shows_once_and_only_in_the_log(
     new_user: Callable[[str], ChatUser], new_room: Callable[[str], str], chat_server: ChatServer
 ) -> None:

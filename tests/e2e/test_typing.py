@@ -21,13 +21,6 @@ def type_slowly(tab: Tab, text: str) -> None:
     tab.page.keyboard.type(text, delay=150)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='app bug: nothing is sent while typing. The typing <span ws-send hx-params="typing"> throws '
-    "'n.has is not a function' on every input: htmx-ext-ws 2.0 passes a plain object to htmx 2.0.11's "
-    "filterValues, which expects FormData whenever hx-params lists names. Checked: a ws-send span outside the "
-    "form (hx-trigger=\"input[target.id=='message-input'] from:body throttle:2s\", no hx-params) passes this test",
-)
 def test_when_alice_types_then_bob_sees_her_typing_notice_until_she_sends_or_stops(
     new_user: Callable[[str], ChatUser], new_room: Callable[[str], str]
 ) -> None:

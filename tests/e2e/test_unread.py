@@ -92,12 +92,6 @@ def test_when_others_post_in_rooms_nina_had_open_then_her_directory_counts_them_
     expect(log.locator("article").first.locator(".message-body")).to_have_text("Morning! The new build is on staging.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: services.message_publish sends the directory's `room-unread-one-more` <i> to every open "
-    "directory, the author's own included, so one's own message shows as '1 new' until the directory reloads "
-    "(selectors.room_directory excludes the author's messages, so the reloaded count is 0)",
-)
 def test_when_bob_posts_in_a_room_then_his_own_open_directory_does_not_count_it_as_new(
     new_user: Callable[[str], ChatUser], new_room: Callable[[str], str]
 ) -> None:
@@ -117,13 +111,6 @@ def test_when_bob_posts_in_a_room_then_his_own_open_directory_does_not_count_it_
     expect(badge).to_be_hidden()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a room is marked read only when its socket connects and disconnects "
-    "(ChatRoomConsumer.join_and_render_log, leave_and_mark_read), so messages a user saw live in a room still "
-    "open in another tab count as new in a directory rendered meanwhile (docs/screenshots/directory.png shows "
-    "'1 new' on the room Alice is chatting in)",
-)
 def test_when_alice_reads_a_room_live_then_a_directory_opened_meanwhile_counts_nothing_new(
     new_user: Callable[[str], ChatUser], new_room: Callable[[str], str]
 ) -> None:
