@@ -143,7 +143,13 @@ def message_parse(*, author: User, text: str) -> ParsedMessage:
 
 
 def message_rate_check(*, author: User) -> None:
-    """At most N stored messages per sliding window per user, counted in the shared database."""
+    """At most N stored messages per sliding window per user, counted in the shared database.
+
+    Call it in the transaction that stores the message: it first locks the author's row (SQLite's BEGIN IMMEDIATE
+    locks the whole database), so two processes cannot both count nine and both store a tenth. The count is a
+    statement of its own, so that on PostgreSQL it sees what the lock's previous holder committed.
+    """
+    User.objects.select_for_update().filter(pk=author.pk).values_list("pk").get()
     window = settings.CHAT_RATE_LIMIT_SECONDS
     since = timezone.now() - timedelta(seconds=window)
     sent = Message.objects.filter(author=author, created_at__gte=since).count()
@@ -166,8 +172,9 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
         raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
     try:
         parsed = message_parse(author=author, text=text)
-        message_rate_check(author=author)
-        return message_create(room=room, author=author, body=parsed.body, recipient=parsed.recipient)
+        with transaction.atomic():
+            message_rate_check(author=author)
+            return message_create(room=room, author=author, body=parsed.body, recipient=parsed.recipient)
     except DatabaseError as error:
         logger.error("message not stored", exc_info=True, extra={"reason": StorageError.reason})
         raise StorageError(

@@ -42,9 +42,14 @@ def server_env(base: Path, **extra: str) -> dict[str, str]:
 
 
 def database_rows(env: dict[str, str], sql: str, *params: object) -> list[tuple]:
-    """Read the servers' SQLite database directly, as an operator would."""
-    path = env["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path, timeout=20) as connection:
+    """Read the servers' database (SQLite or PostgreSQL) directly, as an operator would; `?` placeholders."""
+    url = env["DATABASE_URL"]
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as connection:
+            return connection.execute(sql.replace("?", "%s"), params).fetchall()
+    with sqlite3.connect(url.removeprefix("sqlite:///"), timeout=20) as connection:
         return connection.execute(sql, params).fetchall()
 
 
