@@ -45,8 +45,9 @@ def socket_log_fields(scope: dict, *, room: str | None = None, **fields: object)
 # refreshes exactly these, so the rows of a consumer that ended without leaving expire.
 live_channels: set[str] = set()
 
-# The browser sends typing notices at most every 2 s; the server forwards at most that many.
-TYPING_THROTTLE_SECONDS = 2.0
+# The browser sends typing notices at most every 2 s; the server forwards at most one a second, below the
+# browser's period, so that it never drops a notice the browser's throttle let through (a flood it does drop).
+TYPING_THROTTLE_SECONDS = 1.0
 
 # Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
 WARNING_REASONS = frozenset({"too_long", "rate_limited"})
@@ -298,6 +299,8 @@ class ChatRoomConsumer(ForwardingConsumer):
             # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
             await self.send_error(str(error), draft=text[:65536])
         else:
+            # The message removed this user's notice; the next keystroke may announce typing again at once.
+            self.typing_sent_at = float("-inf")
             await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
 
     async def announce_typing(self) -> None:
