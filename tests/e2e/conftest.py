@@ -58,6 +58,11 @@ def server_env(database: Path) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "ACCOUNT_RATE_LIMITS": "off",
         "REDIS_URL": "",
+        # The heartbeat also removes connections whose consumer ended without leaving (every 20 s by default):
+        # a backstop that, within a test, would hide a broken leave about three times in four. Tests here see
+        # presence through joins and leaves only; no process dies, and none runs near an hour.
+        "CHAT_PRESENCE_HEARTBEAT": "3600",
+        "CHAT_PRESENCE_TIMEOUT": "7200",
     }
 
 

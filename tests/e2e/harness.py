@@ -234,7 +234,9 @@ class ChatUser:
         return page, watch
 
     def _console(self, message: ConsoleMessage) -> None:
-        self.console.append(f"{message.type}: {message.text}")
+        """Keep the line, with the URL it is about (a failed load names only its status, not what failed)."""
+        url = message.location.get("url")
+        self.console.append(f"{message.type}: {message.text}" + (f" ({url})" if url else ""))
 
     def _dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
