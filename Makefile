@@ -6,7 +6,7 @@ PORT ?= 8000
 # The PostgreSQL the test suite runs a second time against (skipped with a reason when absent).
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test lint format migrate clean
+.PHONY: run test lint format migrate clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -41,6 +41,11 @@ test: lint
 	$(BIN)/python -m pytest
 	@echo "--- the database tests again, on PostgreSQL ($(TEST_POSTGRES_URL))"
 	DATABASE_URL=$(TEST_POSTGRES_URL) CONN_MAX_AGE=0 $(BIN)/python -m pytest accounts chat
+
+# A fan-out on a throwaway PostgreSQL + Redis + daphne stack (docs/performance.md); BENCH_ARGS to change it.
+BENCH_ARGS ?= --layer core fanout --clients 300 --senders 10 --users 100
+bench: $(VENV)/.dev
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -155,6 +155,7 @@ class ChatRoomConsumer(ForwardingConsumer):
         if self.room is not None:
             await database_sync_to_async(self.join_and_render_log)()
             await self.send(text_data=self.log_html + fragments.chat_error())
+            del self.log_html
             logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
 
     async def stop_taking_frames(self) -> None:
@@ -227,6 +228,8 @@ class ChatRoomConsumer(ForwardingConsumer):
         await database_sync_to_async(self.join_and_render_log)()
         # The room's status too: a moderator may have closed the room while this page was away.
         await self.send(text_data=self.log_html + fragments.room_status(room=self.room))
+        # Sent: keep no copy. The log is tens of KiB, held for the socket's whole life (docs/performance.md).
+        del self.log_html
         presence_heartbeat_ensure(self.channel_layer)
         logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
 
