@@ -153,9 +153,8 @@ class ChatRoomConsumer(ForwardingConsumer):
         """The layer answers again and the groups are joined: send what this page missed meanwhile."""
         self.layer_up = True
         if self.room is not None:
-            await database_sync_to_async(self.join_and_render_log)()
-            await self.send(text_data=self.log_html + fragments.chat_error())
-            del self.log_html
+            log = await database_sync_to_async(self.join_and_render_log)()
+            await self.send(text_data=log + fragments.chat_error())
             logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
 
     async def stop_taking_frames(self) -> None:
@@ -225,11 +224,9 @@ class ChatRoomConsumer(ForwardingConsumer):
                 await self.channel_layer.group_add(group, self.channel_name)
         except Exception as error:  # the layer's errors depend on its backend; the page works without it
             await self.layer_lost({"reason": type(error).__name__})
-        await database_sync_to_async(self.join_and_render_log)()
+        log = await database_sync_to_async(self.join_and_render_log)()
         # The room's status too: a moderator may have closed the room while this page was away.
-        await self.send(text_data=self.log_html + fragments.room_status(room=self.room))
-        # Sent: keep no copy. The log is tens of KiB, held for the socket's whole life (docs/performance.md).
-        del self.log_html
+        await self.send(text_data=log + fragments.room_status(room=self.room))
         presence_heartbeat_ensure(self.channel_layer)
         logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
 
@@ -244,7 +241,8 @@ class ChatRoomConsumer(ForwardingConsumer):
         # Everything shown while the socket was open has been read.
         services.room_mark_read(room=self.room, user=self.user)
 
-    def join_and_render_log(self) -> None:
+    def join_and_render_log(self) -> str:
+        """Count this connection and render its log and online list (returned, not kept: tens of KiB a socket)."""
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
         self.room.refresh_from_db(fields=["read_only"])
         self.present = True
@@ -256,7 +254,7 @@ class ChatRoomConsumer(ForwardingConsumer):
         last_read_id = services.room_mark_read(room=self.room, user=self.user)
         divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
         online = fragments.online_users(room=self.room, users=selectors.room_online_users(room=self.room))
-        self.log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id) + online
+        return fragments.message_log(room=self.room, messages=messages, divider_id=divider_id) + online
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups and uncount the connection."""

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,20 +32,26 @@ def room_directory(request: HttpRequest) -> HttpResponse:
     return render(request, "chat/directory.html", {"rooms": selectors.room_directory(user=request.user)})
 
 
-def _room_or_error(request: HttpRequest, room_name: str) -> Room | HttpResponse:
-    try:
-        return services.room_get_or_create(name=room_name)
-    except services.InvalidRoomName as error:
-        return render(request, "chat/room_invalid.html", {"name": room_name, "error": str(error)}, status=400)
+def room_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Pass the view the room the URL names (created when new), or answer the clear 400 page."""
+
+    @wraps(view)
+    def with_room(request: HttpRequest, room_name: str, **kwargs: object) -> HttpResponse:
+        try:
+            room = services.room_get_or_create(name=room_name)
+        except services.InvalidRoomName as error:
+            context = {"name": room_name, "error": str(error)}
+            return render(request, "chat/room_invalid.html", context, status=400)
+        return view(request, room, **kwargs)
+
+    return with_room
 
 
 @require_GET
 @login_required
-def room_detail(request: HttpRequest, room_name: str) -> HttpResponse:
+@room_view
+def room_detail(request: HttpRequest, room: Room) -> HttpResponse:
     """The room page: its recent log, who is online, the message box."""
-    room = _room_or_error(request, room_name)
-    if isinstance(room, HttpResponse):
-        return room
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
@@ -59,11 +68,9 @@ def room_detail(request: HttpRequest, room_name: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def room_history(request: HttpRequest, room_name: str) -> HttpResponse:
+@room_view
+def room_history(request: HttpRequest, room: Room) -> HttpResponse:
     """The page of messages before `?before=<id>`, loaded as the reader scrolls up."""
-    room = _room_or_error(request, room_name)
-    if isinstance(room, HttpResponse):
-        return room
     before = request.GET.get("before", "")
     if not before.isdigit():
         return HttpResponseBadRequest("?before= must be a message id.")
@@ -73,11 +80,9 @@ def room_history(request: HttpRequest, room_name: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def room_search(request: HttpRequest, room_name: str) -> HttpResponse:
+@room_view
+def room_search(request: HttpRequest, room: Room) -> HttpResponse:
     """The room's messages matching the words of `?q=`."""
-    room = _room_or_error(request, room_name)
-    if isinstance(room, HttpResponse):
-        return room
     query = request.GET.get("q", "").strip()[:200]
     results = selectors.message_search(room=room, query=query) if query else []
     return render(request, "chat/search.html", {"room": room, "query": query, "results": results})
@@ -85,11 +90,9 @@ def room_search(request: HttpRequest, room_name: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def message_in_context(request: HttpRequest, room_name: str, message_id: int) -> HttpResponse:
+@room_view
+def message_in_context(request: HttpRequest, room: Room, message_id: int) -> HttpResponse:
     """A room message in its place in the history, with the messages around it."""
-    room = _room_or_error(request, room_name)
-    if isinstance(room, HttpResponse):
-        return room
     messages = selectors.message_context(room=room, message_id=message_id)
     if not any(m.pk == message_id for m in messages):
         raise Http404("No such message in this room.")
@@ -130,11 +133,9 @@ def message_retract(request: HttpRequest, message_id: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def private_message_form(request: HttpRequest, room_name: str) -> HttpResponse:
+@room_view
+def private_message_form(request: HttpRequest, room: Room) -> HttpResponse:
     """The message form prefilled with `/pm <username> `, swapped in when a name is clicked."""
-    room = _room_or_error(request, room_name)
-    if isinstance(room, HttpResponse):
-        return room
     if not request.htmx:
         return redirect("chat:room", room_name=room.name)
     recipient = selectors.user_get_by_username(username=request.GET.get("to", ""))
