@@ -82,7 +82,9 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        # 0: closed when each request ends. Under ASGI a reused connection is held per request thread,
+        # and a busy process ran out of PostgreSQL connections; use a pooler (PgBouncer) to reuse them.
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -183,9 +185,10 @@ CHAT_EDIT_WINDOW_SECONDS = int(os.environ.get("CHAT_EDIT_WINDOW_SECONDS", "900")
 CHAT_RATE_LIMIT_MESSAGES = int(os.environ.get("CHAT_RATE_LIMIT_MESSAGES", "10"))
 CHAT_RATE_LIMIT_SECONDS = float(os.environ.get("CHAT_RATE_LIMIT_SECONDS", "10"))
 # A process refreshes its connections every PRESENCE_HEARTBEAT seconds; connections not refreshed
-# for PRESENCE_TIMEOUT seconds belong to a process that died and are removed.
-CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "20"))
-CHAT_PRESENCE_TIMEOUT = float(os.environ.get("CHAT_PRESENCE_TIMEOUT", "60"))
+# for PRESENCE_TIMEOUT seconds belong to a process that died and are removed by the next heartbeat
+# of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (DESIGN.md).
+CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "15"))
+CHAT_PRESENCE_TIMEOUT = float(os.environ.get("CHAT_PRESENCE_TIMEOUT", "45"))
 
 # Logs (README, "Logs"): one line per socket event with user, room, reason and close code, never message
 # text at INFO. LOG_LEVEL sets our loggers (chat, config); everything else logs warnings and errors only.
