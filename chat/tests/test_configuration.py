@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.servers import BASE_DIR
+from tests.support.servers import BASE_DIR, django_process
 
 # os.environ.get("NAME", ...), os.environ["NAME"], env_bool("NAME", ...), env_list("NAME", ...)
 ENV_READ_RE = re.compile(
@@ -39,15 +37,7 @@ def env_example() -> dict[str, str | None]:
 def settings_seen_with(env: dict[str, str]) -> dict:
     shown = f"{{n: getattr(s, n) for n in {SHOWN}}}"
     code = f"import json; from django.conf import settings as s; print(json.dumps({shown}, default=str))"
-    result = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=BASE_DIR,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = django_process(code, env)
     return json.loads(result.stdout.splitlines()[-1])
 
 

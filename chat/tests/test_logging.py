@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ from chat.models import Room
 from chat.tests.conftest import ORIGIN, joined, open_socket, receive_until, send_message, session_cookie
 from config.asgi import application
 from config.logging import JsonFormatter, KeyValueFormatter
-from tests.support.servers import BASE_DIR
+from tests.support.servers import BASE_DIR, django_process
 
 SECRET = "Tangerine-Zeppelin-42"
 
@@ -75,19 +74,11 @@ def test_plain_lines_append_the_fields_as_key_value():
 )
 def test_the_environment_picks_the_format_and_the_level(env, expect_json, expect_info):
     script = (
-        "import logging, django; django.setup(); log = logging.getLogger('chat.consumers');"
+        "import logging; log = logging.getLogger('chat.consumers');"
         "log.info('socket connected', extra={'user': 'alice', 'room': 'lobby'});"
         "log.warning('frame rejected', extra={'user': 'alice', 'reason': 'malformed'})"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=BASE_DIR,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = django_process(script, env)
 
     lines = [line for line in result.stderr.splitlines() if "chat.consumers" in line]
     assert len(lines) == (2 if expect_info else 1), result.stderr
@@ -106,14 +97,7 @@ def test_the_environment_picks_the_format_and_the_level(env, expect_json, expect
 
 
 def test_an_unknown_log_format_stops_the_start_with_a_clear_error():
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=BASE_DIR,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_FORMAT": "xml"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = django_process("", {"LOG_FORMAT": "xml"}, check=False)
 
     assert result.returncode != 0
     assert "LOG_FORMAT is 'xml': use plain (the default) or json." in result.stderr

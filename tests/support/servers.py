@@ -102,6 +102,19 @@ class DaphneServer:
         self.stop()
 
 
+def django_process(code: str, env: dict[str, str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run Python code after django.setup() in a fresh process that sees only these variables (and PATH)."""
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
 def migrate(env: dict[str, str]) -> None:
     """Create the schema of the database named in env (DATABASE_URL)."""
     subprocess.run(
