@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.template.loader import render_to_string
 
 from accounts.models import User
@@ -20,8 +21,8 @@ def limits() -> dict[str, int]:
     return {"max_length": settings.CHAT_MESSAGE_MAX_LENGTH, "history_length": settings.CHAT_HISTORY_LENGTH}
 
 
-def _render(partial: str, context: dict) -> str:
-    return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {**limits(), **context})
+def _render(partial: str, context: dict, request: HttpRequest | None = None) -> str:
+    return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {**limits(), **context}, request=request)
 
 
 def message_appended(*, message: Message) -> str:
@@ -40,8 +41,9 @@ def message_replaced(*, message: Message) -> str:
     return _render("message", {"message": message, "replace": True})
 
 
-def message_edit_form(*, message: Message, error: str = "") -> str:
-    return _render("message-edit-form", {"message": message, "error": error})
+def message_edit_form(*, request: HttpRequest, message: Message, error: str = "") -> str:
+    """The author's inline editor; rendered with the request for its CSRF token (it can also post natively)."""
+    return _render("message-edit-form", {"message": message, "error": error}, request=request)
 
 
 def older_messages(*, room: Room, messages: list[Message]) -> str:

@@ -110,13 +110,15 @@ def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
     try:
         if request.method == "POST":
             services.message_edit(message=message, by=request.user, body=request.POST.get("body", ""))
+            if not request.htmx:  # posted before htmx took the form over: back to the room, edit saved
+                return redirect("chat:room", room_name=message.room.name)
             return HttpResponse(fragments.message_replaced(message=message))
         services.message_own_check(message=message, by=request.user)
     except services.ChatError as error:
         if request.method == "GET":
             return HttpResponseForbidden(str(error))
-        return HttpResponse(fragments.message_edit_form(message=message, error=str(error)))
-    return HttpResponse(fragments.message_edit_form(message=message))
+        return HttpResponse(fragments.message_edit_form(request=request, message=message, error=str(error)))
+    return HttpResponse(fragments.message_edit_form(request=request, message=message))
 
 
 @require_POST

@@ -266,10 +266,25 @@ def test_the_author_edits_a_message_inline(alice_client, alice):
     assert element_ids(form)[0] == f"message-{message.pk}"
     assert 'value="teh"' in form
 
-    saved = alice_client.post(f"/chat/messages/{message.pk}/edit/", {"body": "the"}).content.decode()
+    saved = alice_client.post(
+        f"/chat/messages/{message.pk}/edit/", {"body": "the"}, headers={"HX-Request": "true"}
+    ).content.decode()
 
     assert visible_text(saved.split('class="message-body">')[1]) == "the"
     assert "(edited)" in visible_text(saved.split('class="message-body"')[0])
+
+
+def test_an_edit_posted_before_htmx_takes_the_form_over_is_saved_and_returns_to_the_room(alice_client, alice):
+    message = services.message_create(room=Room.objects.create(name="lobby"), author=alice, body="teh")
+    form = alice_client.get(f"/chat/messages/{message.pk}/edit/", headers={"HX-Request": "true"}).content.decode()
+    assert f'method="post" action="/chat/messages/{message.pk}/edit/"' in form
+    assert 'name="csrfmiddlewaretoken"' in form
+
+    response = alice_client.post(f"/chat/messages/{message.pk}/edit/", {"body": "the"})
+
+    assert response.url == "/chat/lobby/"
+    message.refresh_from_db()
+    assert message.body == "the"
 
 
 def test_nobody_edits_or_deletes_another_users_message(alice_client, bob):
