@@ -5,26 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import InMemoryChannelLayer, get_channel_layer
-from channels.utils import await_many_dispatch
-from django.conf import settings
+from channels.layers import get_channel_layer
 
 from chat import fragments, selectors, services
+from chat.hub import CachedLog, frame_of, hub
 from chat.models import Room
+from chat.transport import Frame, Wire
 
 logger = logging.getLogger(__name__)
-
-# Identifies this server process in the presence table, so a dead process's rows can expire.
-SERVER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_INVALID_ROOM = 4004
@@ -41,10 +35,6 @@ def socket_log_fields(scope: dict, *, room: str | None = None, **fields: object)
     }
 
 
-# The channel names of this process's sockets that are counted as present; the heartbeat
-# refreshes exactly these, so the rows of a consumer that ended without leaving expire.
-live_channels: set[str] = set()
-
 # The browser sends typing notices at most every 2 s; the server forwards at most one a second, below the
 # browser's period, so that it never drops a notice the browser's throttle let through (a flood it does drop).
 TYPING_THROTTLE_SECONDS = 1.0
@@ -52,12 +42,10 @@ TYPING_THROTTLE_SECONDS = 1.0
 # Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
 WARNING_REASONS = frozenset({"too_long", "rate_limited"})
 
-# This process's room sockets, quiesced before a stopping server closes them (config/server.py); and whether it is.
-open_sockets: set[ChatRoomConsumer] = set()
+# This process's sockets, quiesced before a stopping server closes them (config/server.py); and whether it is.
+open_sockets: set[HubConsumer] = set()
 server_restarting = False
 
-# While the channel layer does not answer, each socket tries to join its groups again this often (seconds).
-LAYER_RETRY_SECONDS = 2.0
 LAYER_LOST_ERROR = (
     "Live updates are interrupted. What you send is still saved, and this page catches up by itself "
     "when the connection is back."
@@ -75,14 +63,38 @@ def readable(value: object) -> bool:
     return True
 
 
-class ForwardingConsumer(AsyncWebsocketConsumer):
-    """A socket consumer whose events reach their handlers without a thread hop per event.
+class HubConsumer(AsyncWebsocketConsumer):
+    """A socket whose events come from this process's hub (chat.hub), not from a channel of its own.
 
-    Channels' dispatch runs close_old_connections on its one sync thread before every event, so a
-    group message cost each recipient a trip through that thread, one recipient at a time: about a
-    fifth of the server's CPU per delivered frame under fan-out (docs/performance.md). Our handlers
-    reach the database only through database_sync_to_async, which closes old connections itself.
+    Channels' consumer reads a channel of its own beside the socket, with a task per event and a thread hop
+    (close_old_connections) before each. Here the only input is the socket; the hub writes group events' frames
+    straight to it, and calls `hub_event` for the few events a socket must act on. Handlers reach the database
+    only through database_sync_to_async, which closes old connections itself.
     """
+
+    groups: list[str] = []
+    joined: list[str] = []
+    restarting = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = None
+        self.base_send = send
+        self.wire = Wire(send)
+        self.user = scope.get("user")
+        # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
+        self.frame_in_hand = asyncio.Lock()
+        open_sockets.add(self)
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            open_sockets.discard(self)
+            # However the consumer ends (closed, crashed, cancelled by the server), it stops counting.
+            await asyncio.shield(self.hub_leave())
 
     async def dispatch(self, message: dict) -> None:
         handler = getattr(self, get_handler_name(message), None)
@@ -90,71 +102,63 @@ class ForwardingConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def hub_join(self, groups: list[str]) -> None:
+        self.joined = groups
+        await hub().join(self, groups)
 
-class ChatRoomConsumer(ForwardingConsumer):
+    async def hub_leave(self) -> None:
+        """Leave the hub's groups, once."""
+        joined, self.joined = self.joined, []
+        if joined:
+            await hub().leave(self, joined)
+
+    async def hub_event(self, event: dict) -> None:
+        """An event this socket acts on itself (room.status, layer.lost, ...); others have no handler here."""
+        handler = getattr(self, get_handler_name(event), None)
+        if handler is not None:
+            await handler(event)
+
+    def frame_for(self, event: dict) -> Frame | None:
+        """The frame of a group event this socket shows, or None."""
+        return frame_of(event)
+
+    async def deliver(self, frame: Frame) -> None:
+        try:
+            await self.wire.write(frame)
+        except Exception:  # the socket closed under us (the server's error type): its disconnect follows
+            logger.debug("frame to a closed socket dropped", extra=socket_log_fields(self.scope))
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        await self.disconnect(message["code"])
+        raise StopConsumer
+
+    async def stop_taking_frames(self) -> None:
+        """The server is stopping: take no more frames."""
+        self.restarting = True
+
+
+class ChatRoomConsumer(HubConsumer):
     """One browser tab with one room open."""
 
     room: Room | None = None
     typing_sent_at = float("-inf")
     present = False
     layer_up = True
-    restarting = False
-
-    async def __call__(self, scope, receive, send) -> None:
-        """Serve the socket as channels' AsyncConsumer does, but read the layer through layer_events."""
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.base_send = send
-        # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
-        self.frame_in_hand = asyncio.Lock()
-        open_sockets.add(self)
-        try:
-            await await_many_dispatch([receive, self.layer_events], self.dispatch)
-        except StopConsumer:
-            pass
-        finally:
-            open_sockets.discard(self)
-            # However the consumer ends (closed, crashed, cancelled by the server), it stops counting.
-            if self.present:
-                await asyncio.shield(self.leave())
-
-    async def layer_events(self) -> dict:
-        """The next channel-layer event; an outage becomes `layer.lost`, and joining the groups after it `layer.back`.
-
-        Channels lets a layer error end the consumer (the browser sees 1011 and reconnects into the same outage);
-        here the socket stays open: the page keeps its log, and what the user sends is stored (services).
-        """
-        if self.layer_up:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
-                return {"type": "layer.lost", "reason": type(error).__name__}
-        while True:
-            await asyncio.sleep(LAYER_RETRY_SECONDS)
-            try:
-                for group in self.groups:
-                    await self.channel_layer.group_add(group, self.channel_name)
-            except Exception:  # still down
-                continue
-            return {"type": "layer.back"}
+    log_last_id = 0
 
     async def layer_lost(self, event: dict) -> None:
         """The channel layer stopped answering: say so once; messages are still stored, only not delivered live."""
-        if not self.layer_up:
+        if not self.layer_up or self.room is None:
             return
         self.layer_up = False
-        if self.room is not None:
-            fields = socket_log_fields(self.scope, room=self.room.name, reason=event["reason"])
-            logger.warning("channel layer unavailable", extra=fields)
-            await self.send(text_data=fragments.chat_error(error=LAYER_LOST_ERROR))
+        logger.warning("channel layer unavailable", extra=socket_log_fields(self.scope, room=self.room.name))
+        await self.send(text_data=fragments.chat_error(error=LAYER_LOST_ERROR))
 
     async def layer_back(self, event: dict) -> None:
         """The layer answers again and the groups are joined: send what this page missed meanwhile."""
         self.layer_up = True
         if self.room is not None:
-            log = await database_sync_to_async(self.join_and_render_log)()
-            await self.send(text_data=log + fragments.chat_error())
+            await self.send(text_data=await self.room_snapshot() + fragments.chat_error())
             logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
 
     async def stop_taking_frames(self) -> None:
@@ -176,20 +180,8 @@ class ChatRoomConsumer(ForwardingConsumer):
         async with self.frame_in_hand:
             await super().websocket_receive(message)
 
-    async def websocket_disconnect(self, message: dict) -> None:
-        """Leave the groups while the layer answers (its memberships expire anyway), then uncount."""
-        if self.layer_up:
-            try:
-                for group in self.groups:
-                    await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as error:  # the layer's errors depend on its backend
-                logger.warning("groups not left", extra=socket_log_fields(self.scope, reason=type(error).__name__))
-        await self.disconnect(message["code"])
-        raise StopConsumer
-
     async def connect(self) -> None:
-        """Join the room's and the user's groups, count the connection, send the log."""
-        self.user = self.scope["user"]
+        """Join the room's and the user's groups, count the connection, send the log and the online list."""
         name = self.scope["url_route"]["kwargs"]["room_name"]
         if server_restarting:
             # Refused at the handshake (1006): the browser tries again, by then on another process.
@@ -218,51 +210,63 @@ class ChatRoomConsumer(ForwardingConsumer):
             await self.send(text_data=fragments.chat_error(error=str(error)))
             await self.close(code=CLOSE_INVALID_ROOM)
             return
-        self.groups = [self.room.group_name, services.user_group(self.user.pk)]
-        try:
-            for group in self.groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-        except Exception as error:  # the layer's errors depend on its backend; the page works without it
-            await self.layer_lost({"reason": type(error).__name__})
-        log = await database_sync_to_async(self.join_and_render_log)()
+        self.state = hub().room(self.room)
+        # Joined before the log is read, so that no message falls between the two.
+        await self.hub_join([self.room.group_name, services.user_group(self.user.pk)])
+        if not hub().up:
+            await self.layer_lost({})
+        self.present = True
+        await hub().presence_join(self.room, self.user)
         # The room's status too: a moderator may have closed the room while this page was away.
-        await self.send(text_data=log + fragments.room_status(room=self.room))
-        presence_heartbeat_ensure(self.channel_layer)
+        await self.send(text_data=await self.room_snapshot() + fragments.room_status(room=self.room))
         logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
 
-    async def leave(self) -> None:
-        """Uncount this connection, once."""
-        self.present = False
-        live_channels.discard(self.channel_name)
-        await database_sync_to_async(self.leave_and_mark_read)()
+    async def room_snapshot(self) -> str:
+        """The log and the online list as this page should show them now, mostly from what the room's sockets share."""
+        state = self.state
+        online_html = await hub().room_online(state)
+        version = state.log_version
+        cached = state.log if state.log is not None and state.log.version == version else None
+        log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
+        if fresh is not None and state.log_version == version:
+            state.log = fresh
+        return log_html + online_html
 
-    def leave_and_mark_read(self) -> None:
-        services.presence_leave(channel_name=self.channel_name)
-        # Everything shown while the socket was open has been read.
-        services.room_mark_read(room=self.room, user=self.user)
-
-    def join_and_render_log(self) -> str:
-        """Count this connection and render its log and online list (returned, not kept: tens of KiB a socket)."""
+    def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
+        """This page's log: the room's shared one, unless private messages or an unread divider make it its own."""
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
         self.room.refresh_from_db(fields=["read_only"])
-        self.present = True
-        live_channels.add(self.channel_name)
-        services.presence_join(room=self.room, user=self.user, channel_name=self.channel_name, server=SERVER_ID)
-        messages = selectors.message_list_recent(room=self.room, user=self.user)
+        fresh = None
+        if cached is None:
+            room_messages = selectors.room_messages_recent(room=self.room)
+            html = fragments.message_log(room=self.room, messages=room_messages)
+            cached = fresh = CachedLog(version=version, messages=room_messages, html=html)
+        latest_id = cached.messages[-1].pk if cached.messages else 0
+        last_read_id = services.room_mark_read(room=self.room, user=self.user, latest_id=latest_id)
+        private = selectors.private_messages_recent(user=self.user)
+        messages = selectors.messages_merged(cached.messages, private)
         # Live messages already in this log are not forwarded again (a message may land in between).
-        self.log_last_id = messages[-1].pk if messages else 0
-        last_read_id = services.room_mark_read(room=self.room, user=self.user)
+        last_id = messages[-1].pk if messages else 0
         divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
-        online = fragments.online_users(room=self.room, users=selectors.room_online_users(room=self.room))
-        return fragments.message_log(room=self.room, messages=messages, divider_id=divider_id) + online
+        if divider_id is None and not any(message.is_private for message in messages):
+            return cached.html, last_id, fresh
+        return fragments.message_log(room=self.room, messages=messages, divider_id=divider_id), last_id, fresh
+
+    async def hub_leave(self) -> None:
+        """Uncount this connection and leave the groups, once; everything shown meanwhile has been read."""
+        if self.present:
+            self.present = False
+            await hub().presence_leave(self.room, self.user)
+            await super().hub_leave()
+            await database_sync_to_async(services.room_mark_read)(room=self.room, user=self.user)
+        else:
+            await super().hub_leave()
 
     async def disconnect(self, code: int) -> None:
-        """Leave the groups and uncount the connection."""
+        """Uncount the connection and log it."""
         if self.room is None:
             return
-        # The base class has already left self.groups.
-        if self.present:
-            await self.leave()
+        await self.hub_leave()
         logger.info("socket disconnected", extra=socket_log_fields(self.scope, room=self.room.name, close_code=code))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -311,11 +315,11 @@ class ChatRoomConsumer(ForwardingConsumer):
             return
         self.typing_sent_at = now
         html = fragments.typing(typist=self.user)
-        event = {"type": "chat.fragment", "html": html, "skip_user_id": self.user.pk}
-        if self.layer_up:
+        event = {"type": "chat.fragment", "html": html, "skip_user_id": self.user.pk, "transient": True}
+        if hub().up:
             try:
-                await self.channel_layer.group_send(self.room.group_name, event)
-            except Exception as error:  # a notice nobody misses; the layer's own state is handled in layer_events
+                await hub().publish(self.room.group_name, event)
+            except Exception as error:  # a notice nobody misses; the layer's own state is the hub's
                 logger.debug("typing notice dropped: %s", type(error).__name__)
 
     @staticmethod
@@ -338,49 +342,44 @@ class ChatRoomConsumer(ForwardingConsumer):
         self.room.read_only = event["read_only"]
         await self.send(text_data=event["html"])
 
-    async def chat_fragment(self, event: dict) -> None:
-        """Forward HTML rendered once for the whole group (not a message already in this log, not to a typist)."""
-        if event.get("message_id", self.log_last_id + 1) <= self.log_last_id:
-            return
-        if event.get("skip_user_id") == self.user.pk or event.get("skip_channel") == self.channel_name:
-            return
-        try:
-            await self.send(text_data=event["html"])
-        except Exception:  # the socket closed under us (the server's error type): its disconnect follows
-            logger.debug("forward to a closed socket dropped: user=%s", self.user.username)
+    def frame_for(self, event: dict) -> Frame | None:
+        """HTML rendered once for the whole group; not a message already in this log, not to a typist."""
+        message_id = event.get("message_id")
+        if message_id is not None and message_id <= self.log_last_id:
+            return None
+        if event.get("skip_user_id") == self.user.pk or event.get("only_arrival_of") == self.user.pk:
+            return None
+        return frame_of(event)
 
 
-class RoomDirectoryConsumer(ForwardingConsumer):
+class RoomDirectoryConsumer(HubConsumer):
     """The room directory page: online counts, last activity and new rooms, live."""
 
     async def connect(self) -> None:
         """Join the directory group and send the whole list again (the page may have been away)."""
         await self.accept()
-        if not self.scope["user"].is_authenticated:
+        if not self.user.is_authenticated:
             logger.info(
                 "socket refused",
                 extra=socket_log_fields(self.scope, reason="anonymous", close_code=CLOSE_UNAUTHENTICATED),
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.groups = [services.DIRECTORY_GROUP, services.directory_user_group(self.scope["user"].pk)]
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        html = await database_sync_to_async(fragments.directory_room_list)(user=self.scope["user"])
+        await self.hub_join([services.DIRECTORY_GROUP, services.directory_user_group(self.user.pk)])
+        html = await database_sync_to_async(fragments.directory_room_list)(user=self.user)
         await self.send(text_data=html)
         logger.info("socket connected", extra=socket_log_fields(self.scope))
 
     async def disconnect(self, code: int) -> None:
-        """The base class has already left self.groups."""
-        if self.scope["user"].is_authenticated:
+        await self.hub_leave()
+        if self.user.is_authenticated:
             logger.info("socket disconnected", extra=socket_log_fields(self.scope, close_code=code))
 
-    async def chat_fragment(self, event: dict) -> None:
-        """Forward HTML rendered once for every directory (with the news, unless this user wrote it)."""
-        html = event["html"]
-        if "news_html" in event and event["author_id"] != self.scope["user"].pk:
-            html += event["news_html"]
-        await self.send(text_data=html)
+    def frame_for(self, event: dict) -> Frame | None:
+        """HTML rendered once for every directory, with the news unless this user wrote it."""
+        if "news_html" in event and event["author_id"] != self.user.pk:
+            return frame_of(event, news=True)
+        return frame_of(event)
 
 
 async def sockets_stop_taking_frames() -> None:
@@ -388,28 +387,3 @@ async def sockets_stop_taking_frames() -> None:
     global server_restarting
     server_restarting = True
     await asyncio.gather(*(consumer.stop_taking_frames() for consumer in list(open_sockets)))
-
-
-_heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
-
-
-def presence_heartbeat_ensure(channel_layer: object) -> None:
-    """Run one presence heartbeat per event loop (one per server process)."""
-    loop = asyncio.get_running_loop()
-    task = _heartbeats.get(loop)
-    if task is None or task.done():
-        _heartbeats[loop] = loop.create_task(
-            presence_heartbeat(sole_server=isinstance(channel_layer, InMemoryChannelLayer))
-        )
-
-
-async def presence_heartbeat(*, sole_server: bool) -> None:
-    """Refresh this process's connections and expire dead processes' ones, forever."""
-    while True:
-        try:
-            await database_sync_to_async(services.presence_refresh)(
-                server=SERVER_ID, live_channels=set(live_channels), sole_server=sole_server
-            )
-        except Exception:
-            logger.exception("presence heartbeat failed; retrying")
-        await asyncio.sleep(settings.CHAT_PRESENCE_HEARTBEAT)

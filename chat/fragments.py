@@ -56,13 +56,9 @@ def online_users(*, room: Room, users: list[User]) -> str:
     return _render("online-users", {"room": room, "online_users": users, "oob": True})
 
 
-def online_user_arrived(*, room: Room, user: User) -> str:
-    """One more person in every open online list of the room."""
-    return _render("online-user-arrived", {"room": room, "member": user})
-
-
-def online_user_departed(*, user_id: int) -> str:
-    return _render("online-user-departed", {"user_id": user_id})
+def online_users_changed(*, room: Room, arrived: list[User], departed_ids: list[int]) -> str:
+    """Who came and who went in one room since the last announcement, for every open online list of it."""
+    return _render("online-users-changed", {"room": room, "arrived": arrived, "departed_ids": departed_ids})
 
 
 def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:

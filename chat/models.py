@@ -110,20 +110,3 @@ class RoomVisit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} read {self.room_id} to {self.last_read_id}"
-
-
-class Connection(models.Model):
-    """One open socket of a user in a room; presence counts these, not users."""
-
-    channel_name = models.CharField(max_length=200, primary_key=True)
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="connections")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections")
-    # The server process holding the socket; it refreshes seen_at while it lives.
-    server = models.CharField(max_length=100, db_index=True)
-    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["room", "user"], name="chat_conn_room_user")]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} in {self.room_id} via {self.server}"

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, prefetch_related_objects
 from django.db.models.functions import Lower
-from django.utils import timezone
 
 from accounts.models import User
-from chat.models import Connection, Message, Room, RoomVisit
+from chat import presence
+from chat.models import Message, Room, RoomVisit
 
 SEARCH_CONFIG = "english"
-
-
-def presence_cutoff():
-    """Connections not refreshed since this moment belong to a dead process."""
-    return timezone.now() - timedelta(seconds=settings.CHAT_PRESENCE_TIMEOUT)
 
 
 def room_get(*, name: str) -> Room | None:
@@ -27,32 +20,29 @@ def room_get(*, name: str) -> Room | None:
     return Room.objects.alias(name_lower=Lower("name")).filter(name_lower=name.lower()).first()
 
 
-def room_directory(*, user: User) -> QuerySet[Room]:
+def room_directory(*, user: User) -> list[Room]:
     """Every room with its online count (people, not tabs), the room with the latest message first.
 
     For rooms the user has had open: how many messages came since (`unread_count`), and whether
-    one of them mentions the user (`mentioned`).
+    one of them mentions the user (`mentioned`). Online counts come from the presence store.
     """
     latest = Message.objects.filter(room=OuterRef("pk"), recipient=None).order_by("-id").values("created_at")[:1]
     last_read = RoomVisit.objects.filter(room=OuterRef("pk"), user=user).values("last_read_id")[:1]
     since = Message.objects.filter(room=OuterRef("pk"), recipient=None, id__gt=OuterRef("last_read_id"))
     unread = since.exclude(author=user).order_by().values("room").annotate(n=Count("pk")).values("n")[:1]
-    return (
-        Room.objects.annotate(
-            online_count=Count(
-                "connections__user", distinct=True, filter=Q(connections__seen_at__gte=presence_cutoff())
-            ),
-            last_message_at=Subquery(latest),
-            last_read_id=Subquery(last_read),
-        )
-        .annotate(
-            # A room the user has open right now is being read: nothing in it is new.
-            open_now=Exists(Connection.objects.filter(room=OuterRef("pk"), user=user, seen_at__gte=presence_cutoff())),
-            unread_count=Subquery(unread),
-            mentioned=Exists(since.filter(mentions=user)),
-        )
+    rooms = list(
+        Room.objects.annotate(last_message_at=Subquery(latest), last_read_id=Subquery(last_read))
+        .annotate(unread_count=Subquery(unread), mentioned=Exists(since.filter(mentions=user)))
         .order_by(F("last_message_at").desc(nulls_last=True), "name")
     )
+    room_ids = [room.pk for room in rooms]
+    counts = presence.store().counts(room_ids=room_ids)
+    # A room the user has open right now is being read: nothing in it is new.
+    open_now = presence.store().rooms_of(user_id=user.pk, room_ids=room_ids)
+    for room in rooms:
+        room.online_count = counts.get(room.pk, 0)
+        room.open_now = room.pk in open_now
+    return rooms
 
 
 def room_last_read_id(*, room: Room, user: User) -> int | None:
@@ -86,40 +76,53 @@ def users_by_usernames(*, usernames: set[str]) -> list[User]:
 
 def room_online_users(*, room: Room) -> list[User]:
     """The users with at least one live connection to the room, by username."""
-    return list(
-        get_user_model()
-        .objects.filter(connections__room=room, connections__seen_at__gte=presence_cutoff())
-        .distinct()
-        .order_by("username")
-        .only("id", "username")
-    )
+    user_ids = presence.store().online_now(room_id=room.pk)
+    return list(get_user_model().objects.filter(pk__in=user_ids).order_by("username").only("id", "username"))
 
 
-def room_online_count(*, room: Room) -> int:
-    return (
-        get_user_model()
-        .objects.filter(connections__room=room, connections__seen_at__gte=presence_cutoff())
-        .distinct()
-        .count()
+def usernames_by_ids(*, user_ids: set[int]) -> dict[int, str]:
+    return dict(get_user_model().objects.filter(pk__in=user_ids).values_list("id", "username"))
+
+
+def room_messages_recent(*, room: Room, before: int | None = None, limit: int | None = None) -> list[Message]:
+    """The room's newest messages (older than `before`), oldest first; the same for every reader."""
+    return _recent(Q(room=room, recipient=None), before=before, limit=limit)
+
+
+def private_messages_recent(*, user: User, before: int | None = None, limit: int | None = None) -> list[Message]:
+    """The newest private messages the user sent or received (older than `before`), oldest first."""
+    return _recent(Q(recipient=user) | Q(author=user, recipient__isnull=False), before=before, limit=limit)
+
+
+def _recent(visible: Q, *, before: int | None, limit: int | None) -> list[Message]:
+    # A keyset query on its own index.
+    messages = Message.objects.filter(visible)
+    if before is not None:
+        messages = messages.filter(id__lt=before)
+    page = list(
+        reversed(
+            messages.select_related("author", "recipient").order_by("-id")[: limit or settings.CHAT_HISTORY_LENGTH]
+        )
     )
+    # One query for the mentions of the whole page, none when no message names anyone.
+    prefetch_related_objects([m for m in page if "@" in m.body], "mentions")
+    return page
+
+
+def messages_merged(room_messages: list[Message], private: list[Message], limit: int | None = None) -> list[Message]:
+    """A room's log and a reader's private messages as one log, the newest `limit`, oldest first."""
+    if not private:
+        return room_messages
+    return sorted([*room_messages, *private], key=lambda m: m.pk)[-(limit or settings.CHAT_HISTORY_LENGTH) :]
 
 
 def message_list_recent(
     *, room: Room, user: User, before: int | None = None, limit: int | None = None
 ) -> list[Message]:
     """The newest messages of the room and of the user's private ones (older than `before`), oldest first."""
-    limit = limit or settings.CHAT_HISTORY_LENGTH
-    page: list[Message] = []
-    # Two keyset queries on their own indexes, merged: the room's log and the user's private messages.
-    for visible in (Q(room=room, recipient=None), Q(recipient=user) | Q(author=user, recipient__isnull=False)):
-        messages = Message.objects.filter(visible)
-        if before is not None:
-            messages = messages.filter(id__lt=before)
-        page.extend(messages.select_related("author", "recipient").order_by("-id")[:limit])
-    page = sorted(page, key=lambda m: m.pk)[-limit:]
-    # One query for the mentions of the whole page, none when no message names anyone.
-    prefetch_related_objects([m for m in page if "@" in m.body], "mentions")
-    return page
+    room_messages = room_messages_recent(room=room, before=before, limit=limit)
+    private = private_messages_recent(user=user, before=before, limit=limit)
+    return messages_merged(room_messages, private, limit=limit)
 
 
 def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat import fragments, selectors
-from chat.models import MENTION_RE, ROOM_NAME_RE, Connection, Message, Room, RoomVisit
+from chat.models import MENTION_RE, ROOM_NAME_RE, Message, Room, RoomVisit
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ def published_best_effort(publish: Callable[..., None]) -> Callable[..., None]:
 DIRECTORY_GROUP = "directory"
 
 
+def group_publish(group: str, event: dict) -> None:
+    """Send an event to a group through the channel layer; each process's hub hands it to its sockets (chat.hub)."""
+    async_to_sync(get_channel_layer().group_send)(group, {**event, "group": group})
+
+
 def directory_user_group(user_id: int) -> str:
     """The channel-layer group of one user's open directory pages."""
     return f"directory_user_{user_id}"
@@ -111,7 +116,7 @@ def room_get_or_create(*, name: str) -> Room:
 def room_created_publish(*, room: Room) -> None:
     """Show a new room at the top of every open directory."""
     html = fragments.directory_room_added(room=room)
-    async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})
+    group_publish(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})
 
 
 @dataclass(frozen=True)
@@ -253,12 +258,15 @@ def message_replaced_publish(*, message: Message) -> None:
     """Replace an edited or retracted message in every page that shows it, rendered once."""
     event = {"type": "chat.fragment", "html": fragments.message_replaced(message=message)}
     for group in message_groups(message=message):
-        async_to_sync(get_channel_layer().group_send)(group, event)
+        group_publish(group, event)
 
 
-def room_mark_read(*, room: Room, user: User) -> int | None:
-    """Record that the user has read the room to its newest message; the previous mark (None: first visit)."""
-    latest = selectors.room_latest_message_id(room=room)
+def room_mark_read(*, room: Room, user: User, latest_id: int | None = None) -> int | None:
+    """Record that the user has read the room to its newest message; the previous mark (None: first visit).
+
+    `latest_id`: the room's newest message id when the caller already knows it (a socket's shared log).
+    """
+    latest = selectors.room_latest_message_id(room=room) if latest_id is None else latest_id
     visit, created = RoomVisit.objects.get_or_create(room=room, user=user, defaults={"last_read_id": latest})
     if not created and visit.last_read_id != latest:
         RoomVisit.objects.filter(pk=visit.pk).update(last_read_id=latest)
@@ -272,7 +280,7 @@ def message_publish(*, message: Message) -> None:
     event = {"type": "chat.fragment", "html": html, "message_id": message.pk}
     try:
         for group in groups:
-            async_to_sync(get_channel_layer().group_send)(group, event)
+            group_publish(group, event)
         if not message.is_private:
             directory_event = {
                 "type": "chat.fragment",
@@ -281,10 +289,10 @@ def message_publish(*, message: Message) -> None:
                 "news_html": fragments.directory_unread_one_more(room=message.room),
                 "author_id": message.author_id,
             }
-            async_to_sync(get_channel_layer().group_send)(DIRECTORY_GROUP, directory_event)
+            group_publish(DIRECTORY_GROUP, directory_event)
             flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=message.room)}
             for user_id in message.mentioned_ids:
-                async_to_sync(get_channel_layer().group_send)(directory_user_group(user_id), flag)
+                group_publish(directory_user_group(user_id), flag)
     except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
         raise DeliveryError(
             "Your message is saved, but it could not be delivered live right now; "
@@ -331,7 +339,7 @@ def messages_removed_publish(*, removals: dict[str, list[int]]) -> None:
     for group, message_ids in removals.items():
         html = fragments.messages_removed(message_ids=message_ids)
         try:
-            async_to_sync(get_channel_layer().group_send)(group, {"type": "chat.fragment", "html": html})
+            group_publish(group, {"type": "chat.fragment", "html": html})
         except Exception:  # the deletion is committed; open pages catch up when they reconnect
             logger.warning("message removal not delivered live", exc_info=True, extra={"group": group})
 
@@ -349,91 +357,6 @@ def room_status_publish(*, room: Room) -> None:
     """Tell every socket of the room whether it is read-only, with the line its page shows."""
     event = {"type": "room.status", "read_only": room.read_only, "html": fragments.room_status(room=room)}
     try:
-        async_to_sync(get_channel_layer().group_send)(room.group_name, event)
+        group_publish(room.group_name, event)
     except Exception:  # stored: sockets read it again when they reconnect (until then they still accept posts)
         logger.warning("room status not delivered live", exc_info=True, extra={"room": room.name})
-
-
-def presence_join(*, room: Room, user: User, channel_name: str, server: str) -> None:
-    """Count one more connection of the user to the room; announce the user if it is their first."""
-    with transaction.atomic():
-        # Lock the user's rows in the room so that concurrent joins and leaves see each other.
-        others = Connection.objects.select_for_update().filter(room=room, user=user)
-        already_online = any(c.seen_at >= selectors.presence_cutoff() for c in others)
-        Connection.objects.update_or_create(
-            channel_name=channel_name,
-            defaults={"room": room, "user": user, "server": server, "seen_at": timezone.now()},
-        )
-        if not already_online:
-            transaction.on_commit(partial(presence_arrived_publish, room=room, user=user, joiner=channel_name))
-
-
-def presence_leave(*, channel_name: str) -> None:
-    """Forget one connection; announce the user gone if it was their last in the room."""
-    with transaction.atomic():
-        connection = Connection.objects.filter(channel_name=channel_name).first()
-        if connection is None:
-            return
-        pair = Connection.objects.select_for_update().filter(room_id=connection.room_id, user_id=connection.user_id)
-        remaining = [c for c in pair if c.channel_name != channel_name]
-        connection.delete()
-        if not any(c.seen_at >= selectors.presence_cutoff() for c in remaining):
-            transaction.on_commit(partial(presence_departed_publish, pairs=[(connection.room_id, connection.user_id)]))
-
-
-def presence_refresh(*, server: str, live_channels: set[str], sole_server: bool = False) -> None:
-    """Refresh this process's live connections; remove its leaked ones and those of processes that died."""
-    started = timezone.now()
-    mine = Connection.objects.filter(server=server)
-    mine.filter(channel_name__in=live_channels).update(seen_at=started)
-    # A consumer that ended without leaving (cancelled, crashed) is in no live set; a row younger
-    # than this refresh may belong to a consumer that joined after the set was read.
-    gone = Connection.objects.filter(seen_at__lt=selectors.presence_cutoff()) | mine.exclude(
-        channel_name__in=live_channels
-    ).filter(seen_at__lt=started)
-    if sole_server:
-        # With the in-memory layer this process is the only one: any other server's rows are dead.
-        gone = gone | Connection.objects.exclude(server=server)
-    with transaction.atomic():
-        pairs = set(gone.values_list("room_id", "user_id"))
-        if not pairs:
-            return
-        gone.delete()
-        still_online = set(
-            Connection.objects.filter(
-                seen_at__gte=selectors.presence_cutoff(),
-                room_id__in={room_id for room_id, _ in pairs},
-                user_id__in={user_id for _, user_id in pairs},
-            ).values_list("room_id", "user_id")
-        )
-        transaction.on_commit(partial(presence_departed_publish, pairs=sorted(pairs - still_online)))
-
-
-@published_best_effort
-def presence_arrived_publish(*, room: Room, user: User, joiner: str) -> None:
-    """Add the user to every other open online list of the room, and update the room's count in the directories."""
-    layer = get_channel_layer()
-    html = fragments.online_user_arrived(room=room, user=user)
-    # The joining socket gets the whole list with its log instead.
-    event = {"type": "chat.fragment", "html": html, "skip_channel": joiner}
-    async_to_sync(layer.group_send)(room.group_name, event)
-    online_count_publish(room_ids=[room.pk])
-
-
-@published_best_effort
-def presence_departed_publish(*, pairs: list[tuple[int, int]]) -> None:
-    """Remove users from the online lists of rooms they left, and update those rooms' counts."""
-    layer = get_channel_layer()
-    for room_id, user_id in pairs:
-        html = fragments.online_user_departed(user_id=user_id)
-        async_to_sync(layer.group_send)(Room(pk=room_id).group_name, {"type": "chat.fragment", "html": html})
-    online_count_publish(room_ids=sorted({room_id for room_id, _ in pairs}))
-
-
-@published_best_effort
-def online_count_publish(*, room_ids: list[int]) -> None:
-    """Send each room's number of people online to every open directory."""
-    layer = get_channel_layer()
-    for room in Room.objects.filter(pk__in=room_ids):
-        html = fragments.directory_online_count(room=room, online_count=selectors.room_online_count(room=room))
-        async_to_sync(layer.group_send)(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})

@@ -98,6 +98,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Events a process's hub channel holds before the layer drops new ones (the layers' default, 100, is per socket).
+HUB_CAPACITY = 100_000
 REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "core")
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -106,7 +108,8 @@ if REDIS_URL:
                 "core": "channels_redis.core.RedisChannelLayer",
                 "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
             }[REDIS_CHANNEL_LAYER],
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # One channel per process carries every group event its sockets need (chat/hub.py).
+            "CONFIG": {"hosts": [REDIS_URL], "channel_capacity": {"hub.*": HUB_CAPACITY}},
         }
     }
     # allauth's rate limits live in the cache: while Redis is down they count per process, and login still works.
@@ -119,7 +122,12 @@ if REDIS_URL:
     }
 else:
     # One process only: nothing is shared with another server process.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": HUB_CAPACITY},
+        }
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 AUTH_USER_MODEL = "accounts.User"

@@ -14,7 +14,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from accounts.models import User
-from chat import consumers
+from chat import presence, selectors
+from chat.hub import hubs_stop
 from config.asgi import application
 from tests.support.servers import redis_url_or_skip
 
@@ -79,6 +80,12 @@ async def joined(user: User, room: str = "lobby") -> WebsocketCommunicator:
     return socket
 
 
+async def online_ids(room: str = "lobby") -> set[int]:
+    """Who the presence store counts as online in the room."""
+    found = await sync_to_async(selectors.room_get)(name=room)
+    return await presence.store().online(room_id=found.pk) if found else set()
+
+
 def send_message(socket: WebsocketCommunicator, text: str):
     """Send a frame exactly as the htmx ws extension does for the message form."""
     headers = {"HX-Request": "true", "HX-Trigger": "message-form", "HX-Trigger-Name": None, "HX-Target": None}
@@ -99,11 +106,11 @@ def channel_layer(request: pytest.FixtureRequest, settings) -> str:
 
 
 @pytest.fixture(autouse=True)
-async def fresh_layer_and_heartbeat():
-    """Each test runs its own event loop: a fresh layer, and no heartbeat left running after it."""
+async def fresh_layer_and_hub():
+    """Each test runs its own event loop: a fresh layer, hub and presence store, none left running after it."""
     channel_layers.backends.clear()
+    presence.store_reset()
     yield
+    await hubs_stop()
     channel_layers.backends.clear()
-    for task in consumers._heartbeats.values():
-        task.cancel()
-    consumers._heartbeats.clear()
+    presence.store_reset()

@@ -20,8 +20,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import User
-from chat import fragments, services
-from chat.models import Connection, Message, Room
+from chat import fragments, presence, services
+from chat.models import Message, Room
 from chat.tests.conftest import arrived, departed, joined, open_socket, receive_until, send_message
 from tests.support.html import parse, visible_text
 from tests.support.servers import BASE_DIR
@@ -95,16 +95,15 @@ def page(user: User, path: str = "/chat/lobby/") -> str:
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://localhost.evil.example", None])
 async def test_a_socket_from_a_foreign_or_missing_origin_gets_no_room_data_and_leaves_no_trace(alice, origin):
     """A page on another site cannot ride the user's cookie: refused at the handshake, before the consumer runs."""
-    await sync_to_async(Message.objects.create)(
-        room=await sync_to_async(Room.objects.create)(name="secret"), author=alice, body="the launch code is 1234"
-    )
+    secret = await sync_to_async(Room.objects.create)(name="secret")
+    await sync_to_async(Message.objects.create)(room=secret, author=alice, body="the launch code is 1234")
     socket = await open_socket(alice, "secret", origin=origin, connect=False)
 
     connected, _ = await socket.connect()
 
     assert not connected
     assert await socket.receive_nothing(timeout=0.2)
-    assert await sync_to_async(Connection.objects.count)() == 0
+    assert await presence.store().online(room_id=secret.pk) == set()
     assert await sync_to_async(Message.objects.count)() == 1
     fresh = await open_socket(alice, "fresh-room", origin=origin, connect=False)
     assert (await fresh.connect())[0] is False
@@ -127,7 +126,7 @@ async def test_an_anonymous_socket_reads_nothing_posts_nothing_and_is_closed_wit
     assert await socket.receive_nothing(timeout=0.3)
     assert await watcher.receive_nothing(timeout=0.3)
     assert await sync_to_async(Message.objects.filter(body="anonymous spam").exists)() is False
-    assert await sync_to_async(Connection.objects.filter(user=None).count)() == 0
+    assert await presence.store().online(room_id=room.pk) == {alice.pk}
     anonymous_room = await open_socket(None, "never-created", connect=False)
     await anonymous_room.connect()
     assert await sync_to_async(Room.objects.filter(name="never-created").exists)() is False

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from chat import selectors, services
-from chat.models import Connection, Message, Room
+from chat.models import Message, Room
 
 pytestmark = pytest.mark.django_db
 
@@ -47,41 +47,6 @@ def test_the_rate_limit_is_per_user(alice, bob, room):
     with pytest.raises(services.ChatError, match="Slow down"):
         services.message_post(room=room, author=alice, text="more")
     assert services.message_post(room=room, author=bob, text="unaffected").author == bob
-
-
-def test_presence_expires_the_connections_of_a_process_that_stopped_refreshing(alice, bob, room):
-    services.presence_join(room=room, user=alice, channel_name="dead.1", server="dead-process")
-    services.presence_join(room=room, user=bob, channel_name="live.1", server="live-process")
-    Connection.objects.update(seen_at=timezone.now() - timedelta(seconds=61))
-    assert selectors.room_online_users(room=room) == []
-
-    services.presence_refresh(server="live-process", live_channels={"live.1"})
-
-    assert selectors.room_online_users(room=room) == [bob]
-    assert list(Connection.objects.values_list("channel_name", flat=True)) == ["live.1"]
-
-
-def test_a_sole_server_clears_the_rows_left_by_its_previous_run_at_once(alice, room):
-    services.presence_join(room=room, user=alice, channel_name="old.1", server="previous-run")
-    services.presence_refresh(server="this-run", live_channels=set(), sole_server=True)
-    assert not Connection.objects.exists()
-
-
-def test_a_connection_this_process_no_longer_holds_is_removed_at_its_next_refresh(alice, bob, room):
-    services.presence_join(room=room, user=alice, channel_name="leaked.1", server="this-process")
-    services.presence_join(room=room, user=bob, channel_name="held.1", server="this-process")
-    Connection.objects.update(seen_at=timezone.now() - timedelta(seconds=1))
-
-    services.presence_refresh(server="this-process", live_channels={"held.1"})
-
-    assert selectors.room_online_users(room=room) == [bob]
-
-
-def test_a_connection_made_while_the_refresh_runs_is_kept(alice, room):
-    services.presence_join(room=room, user=alice, channel_name="new.1", server="this-process")
-    Connection.objects.update(seen_at=timezone.now() + timedelta(seconds=1))
-    services.presence_refresh(server="this-process", live_channels=set())
-    assert selectors.room_online_users(room=room) == [alice]
 
 
 def test_history_merges_the_room_with_the_users_private_messages(alice, bob, carol, room):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 from django.urls import reverse
 
-from chat import services
-from chat.models import Connection, Message, Room
+from chat import presence, services
+from chat.models import Message, Room
 from tests.support.html import element_ids, element_tags, visible_text
 
 pytestmark = pytest.mark.django_db
@@ -28,8 +29,8 @@ def test_the_directory_lists_every_room_with_people_online_latest_message_first(
     quiet, busy, _empty = (Room.objects.create(name=n) for n in ("quiet", "Busy", "empty"))
     services.message_create(room=quiet, author=bob, body="first")
     services.message_create(room=busy, author=bob, body="later")
-    for channel, user in (("c1", bob), ("c2", bob), ("c3", carol)):
-        Connection.objects.create(channel_name=channel, room=busy, user=user, server="s")
+    for user in (bob, bob, carol):  # bob in two tabs
+        async_to_sync(presence.store().add)(room_id=busy.pk, user_id=user.pk)
 
     html = alice_client.get("/chat/").content.decode()
 

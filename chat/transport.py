@@ -1,0 +1,88 @@
+"""How a frame reaches a browser: framed once per event, written straight to daphne's protocol.
+
+Through ASGI, every recipient of a room message costs a message dict, channels' session wrapper, daphne's
+`handle_reply` coroutine, a UTF-8 encoding and autobahn's framing of the same bytes. Under daphne the hub frames
+the payload once (autobahn's PreparedMessage, made for broadcasting) and writes those bytes to each socket. Any
+other server (the tests' communicator, uvicorn) gets the same text through ASGI's `send`.
+
+A socket whose unsent bytes pass `BACKLOG_LIMIT_BYTES` cannot keep up (a stalled or very slow client);
+it is closed with 1013, "try again later", which the htmx ws extension answers by reconnecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from autobahn.exception import Disconnected
+from daphne.ws_protocol import WebSocketProtocol
+
+CLOSE_TRY_AGAIN_LATER = 1013
+# Unsent bytes past which a socket is closed as unable to keep up (several seconds of a busy room's frames).
+BACKLOG_LIMIT_BYTES = 4 * 1024 * 1024
+# daphne's --websocket-max-message-size: larger frames take the ASGI path, which refuses them as it always did.
+PREPARED_MAX_BYTES = 2 * 1024 * 1024
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+class Frame:
+    """One event's text, encoded and framed at most once for all the sockets it goes to."""
+
+    __slots__ = ("_prepared", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._prepared: Any = None
+
+    def prepared(self, protocol: WebSocketProtocol) -> Any:
+        if self._prepared is None:
+            self._prepared = protocol.factory.prepareMessage(self.text.encode())
+        return self._prepared
+
+
+def server_send(send: Send) -> Send:
+    """The server's own send under channels' session wrapper, which only acts on HTTP responses."""
+    owner = getattr(send, "__self__", None)
+    return getattr(owner, "real_send", send)
+
+
+def daphne_protocol(send: Send) -> WebSocketProtocol | None:
+    """The socket's protocol when daphne serves it (its send is `partial(server.handle_reply, protocol)`)."""
+    if isinstance(send, partial) and send.args and isinstance(send.args[0], WebSocketProtocol):
+        return send.args[0]
+    return None
+
+
+def backlog_bytes(protocol: WebSocketProtocol) -> int:
+    """Bytes written to the socket that the kernel has not taken yet."""
+    transport = protocol.transport
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class Wire:
+    """One socket's way out."""
+
+    __slots__ = ("protocol", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = server_send(send)
+        self.protocol = daphne_protocol(self.send)
+
+    async def write(self, frame: Frame) -> bool:
+        """Write the frame; False when the socket is gone or was closed for falling behind."""
+        protocol = self.protocol
+        if protocol is None or len(frame.text) > PREPARED_MAX_BYTES // 4:
+            await self.send({"type": "websocket.send", "text": frame.text})
+            return True
+        if protocol.state != WebSocketProtocol.STATE_OPEN:
+            return False
+        try:
+            protocol.sendPreparedMessage(frame.prepared(protocol))
+        except Disconnected:
+            return False
+        if backlog_bytes(protocol) > BACKLOG_LIMIT_BYTES:
+            protocol.sendCloseFrame(code=CLOSE_TRY_AGAIN_LATER, isReply=False)
+            return False
+        return True
