@@ -175,9 +175,11 @@ class ChatRoomConsumer(HubConsumer):
             # The server is closing this socket for a restart: the browser gets the state again on reconnect.
 
     async def websocket_receive(self, message: dict) -> None:
-        if self.restarting:  # the server is stopping: the text stays in the browser's box, sent after reconnecting
-            return
         async with self.frame_in_hand:
+            # The server is stopping (checked in the lock: a frame may have waited for it behind the restart):
+            # the text stays in the browser's box and is sent again after reconnecting.
+            if self.restarting:
+                return
             await super().websocket_receive(message)
 
     async def connect(self) -> None:
