@@ -378,10 +378,10 @@ class RoomDirectoryConsumer(HubConsumer):
             logger.info("socket disconnected", extra=socket_log_fields(self.scope, close_code=code))
 
     def frame_for(self, event: dict) -> Frame | None:
-        """HTML rendered once for every directory, with the news unless this user wrote it."""
-        if "news_html" in event and event["author_id"] != self.user.pk:
-            return frame_of(event, news=True)
-        return frame_of(event)
+        """HTML rendered once for every directory, with an unread mark per message this user did not write."""
+        if "news_html" not in event:
+            return frame_of(event)
+        return frame_of(event, news=event["news_count"] - dict(event["authors"]).get(self.user.pk, 0))
 
 
 async def sockets_stop_taking_frames() -> None:

@@ -21,6 +21,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from channels.db import database_sync_to_async
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # How often the presence changes of a moment are announced, as one frame per room.
 PRESENCE_TICK_SECONDS = 0.2
+# How often the directories hear of a room's new messages (one frame per room with news, however many came).
+DIRECTORY_TICK_SECONDS = 1.0
 # While the channel layer does not answer, the hub tries to join its groups again this often (seconds).
 LAYER_RETRY_SECONDS = 2.0
 
@@ -89,6 +92,15 @@ class RoomState:
         self.log = None
 
 
+@dataclass
+class DirectoryNews:
+    """A room's messages since the directories last heard of it from this process."""
+
+    room: Room
+    last_message_at: datetime
+    authors: Counter[int] = field(default_factory=Counter)
+
+
 class Hub:
     """This process's (this event loop's) subscriptions and sockets."""
 
@@ -101,6 +113,7 @@ class Hub:
         # Open sockets per (room id, user id): presence counts connections.
         self.connections: Counter[tuple[int, int]] = Counter()
         self.usernames: dict[int, str] = {}
+        self.directory_news: dict[int, DirectoryNews] = {}
         self.up = True
         self.tasks: list[asyncio.Task] = []
 
@@ -327,6 +340,7 @@ class Hub:
         """Announce each moment's presence changes; every heartbeat, refresh this process's entries."""
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
+        next_directory = loop.time() + DIRECTORY_TICK_SECONDS
         while True:
             await asyncio.sleep(PRESENCE_TICK_SECONDS)
             try:
@@ -334,6 +348,9 @@ class Hub:
                     next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
                     await self.heartbeat()
                 await self.announce()
+                if loop.time() >= next_directory:
+                    next_directory = loop.time() + DIRECTORY_TICK_SECONDS
+                    await self.directory_announce()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -359,6 +376,34 @@ class Hub:
             except Exception as error:  # pages catch up when the layer is back (layer.back)
                 self.layer_lost(error)
 
+    def directory_note(self, *, room: Room, last_message_at: datetime, author_id: int) -> None:
+        """One more message in a room, for the directories' next tick."""
+        news = self.directory_news.get(room.pk)
+        if news is None:
+            news = self.directory_news[room.pk] = DirectoryNews(room=room, last_message_at=last_message_at)
+        news.last_message_at = max(news.last_message_at, last_message_at)
+        news.authors[author_id] += 1
+
+    async def directory_announce(self) -> None:
+        """Each room's news as one frame for every directory: its last activity, and one more unread per message.
+
+        A directory page adds the unread marks of the messages its user did not write (RoomDirectoryConsumer).
+        """
+        news, self.directory_news = self.directory_news, {}
+        for item in news.values():
+            event = {
+                "type": "chat.fragment",
+                "html": fragments.directory_activity(room=item.room, last_message_at=item.last_message_at),
+                "news_html": fragments.directory_unread_one_more(room=item.room),
+                "news_count": item.authors.total(),
+                "authors": list(item.authors.items()),
+            }
+            try:
+                await self.publish(services.DIRECTORY_GROUP, event)
+            except Exception as error:  # directories catch up when their socket reconnects
+                self.layer_lost(error)
+                return
+
     async def heartbeat(self) -> None:
         """Keep this process's presence and group memberships alive; announce users whose process died."""
         store = presence.store()
@@ -382,12 +427,12 @@ class Hub:
                 await task
 
 
-def frame_of(event: dict, *, news: bool = False) -> Frame:
-    """The event's frame, made once for all the sockets it goes to (with the directory's news, or without)."""
-    key = "_frame_news" if news else "_frame"
+def frame_of(event: dict, *, news: int = 0) -> Frame:
+    """The event's frame, made once for all the sockets it goes to (with `news` unread marks of a directory)."""
+    key = f"_frame{news}"
     frame = event.get(key)
     if frame is None:
-        frame = event[key] = Frame(event["html"] + event["news_html"] if news else event["html"])
+        frame = event[key] = Frame(event["html"] + event["news_html"] * news if news else event["html"])
     return frame
 
 
@@ -407,13 +452,16 @@ def hub() -> Hub:
     return found
 
 
-def running_hub() -> Hub | None:
-    """The hub of the running loop if one was started (None outside a server, e.g. in a management command)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return _hubs.get(loop)
+async def directory_news_note(*, room: Room, last_message_at: datetime, author_id: int) -> None:
+    """Tell the directories of a room's new message: through this process's hub, coalesced, when one is running."""
+    found = _hubs.get(asyncio.get_running_loop())
+    if found is not None and found.channel is not None:
+        found.directory_note(room=room, last_message_at=last_message_at, author_id=author_id)
+        return
+    # Outside a server (a management command, a test without sockets): at once.
+    news = found or Hub(get_channel_layer())
+    news.directory_note(room=room, last_message_at=last_message_at, author_id=author_id)
+    await news.directory_announce()
 
 
 async def hubs_stop() -> None:

@@ -282,14 +282,11 @@ def message_publish(*, message: Message) -> None:
         for group in groups:
             group_publish(group, event)
         if not message.is_private:
-            directory_event = {
-                "type": "chat.fragment",
-                "html": fragments.directory_activity(room=message.room, last_message_at=message.created_at),
-                # Appended by every directory but the author's: one's own message is not news.
-                "news_html": fragments.directory_unread_one_more(room=message.room),
-                "author_id": message.author_id,
-            }
-            group_publish(DIRECTORY_GROUP, directory_event)
+            from chat.hub import directory_news_note  # the hub publishes through these services
+
+            # Coalesced per room and second by this process's hub; one's own message is not news to one's directory.
+            news = partial(directory_news_note, room=message.room, author_id=message.author_id)
+            async_to_sync(news)(last_message_at=message.created_at)
             flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=message.room)}
             for user_id in message.mentioned_ids:
                 group_publish(directory_user_group(user_id), flag)

@@ -39,6 +39,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--session-cookie", default="sessionid", help="the session cookie's name (default: sessionid)")
     group.add_argument("--timeout", type=float, default=None, help="hard bound on the whole run, s (default: derived)")
     group.add_argument("--seed", type=int, default=None, help="seed for the senders' random phases")
+    group.add_argument(
+        "--bare",
+        action="store_true",
+        help="the target is the bare reference server (python -m loadtest.reference): no sign-in, no room pages",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

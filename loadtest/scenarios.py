@@ -71,6 +71,8 @@ class CommonOptions:
     session_cookie: str = "sessionid"
     timeout: float | None = None
     seed: int | None = None
+    # The target is loadtest.reference, the bare broadcast server: nobody signs in, no room page is loaded.
+    bare: bool = False
 
     def validate(self) -> None:
         """Refuse options that cannot make a sensible run."""
@@ -248,6 +250,8 @@ class Scenario:
         """Sign in users 0..count-1 with bounded concurrency; failed ones are None."""
         assert self.session is not None
         names = self.usernames(count)
+        if self.options.bare:
+            return [Account(username=name) for name in names]
         self.sign_ins = await sign_in_many(
             self.session,
             self.target,
@@ -264,6 +268,8 @@ class Scenario:
     async def open_rooms(self, rooms: list[str], account: Account) -> None:
         """GET each room page once as a browser would before its socket (this also creates a new room)."""
         assert self.session is not None
+        if self.options.bare:
+            return
         for room in rooms:
             async with self.session.get(
                 self.target.room_page(room),
