@@ -84,11 +84,25 @@ class ForwardingConsumer(AsyncWebsocketConsumer):
     reach the database only through database_sync_to_async, which closes old connections itself.
     """
 
+    # Set when the session this socket was opened with has ended: from then on it neither sends nor takes anything.
+    session_ended = False
+
     async def dispatch(self, message: dict) -> None:
+        if self.session_ended and message["type"] != "websocket.disconnect":
+            return
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def session_end(self, event: dict) -> None:
+        """The session of this socket ended (logout, password changed elsewhere, account deactivated): close it."""
+        if event.get("keep_session") == services.session_group(self.scope["session"]):
+            return
+        self.session_ended = True
+        fields = socket_log_fields(self.scope, reason=event["reason"], close_code=CLOSE_UNAUTHENTICATED)
+        logger.info("socket closed: session ended", extra=fields)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
 
 class ChatRoomConsumer(ForwardingConsumer):
@@ -218,7 +232,11 @@ class ChatRoomConsumer(ForwardingConsumer):
             await self.send(text_data=fragments.chat_error(error=str(error)))
             await self.close(code=CLOSE_INVALID_ROOM)
             return
-        self.groups = [self.room.group_name, services.user_group(self.user.pk)]
+        self.groups = [
+            self.room.group_name,
+            services.user_group(self.user.pk),
+            services.session_group(self.scope["session"]),
+        ]
         try:
             for group in self.groups:
                 await self.channel_layer.group_add(group, self.channel_name)
@@ -363,7 +381,11 @@ class RoomDirectoryConsumer(ForwardingConsumer):
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.groups = [services.DIRECTORY_GROUP, services.directory_user_group(self.scope["user"].pk)]
+        self.groups = [
+            services.DIRECTORY_GROUP,
+            services.directory_user_group(self.scope["user"].pk),
+            services.session_group(self.scope["session"]),
+        ]
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         html = await database_sync_to_async(fragments.directory_room_list)(user=self.scope["user"])
