@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
@@ -37,7 +37,7 @@ def logged_in(user: User) -> Client:
 
 
 async def session(user: User) -> Client:
-    return await sync_to_async(logged_in)(user)
+    return await database_sync_to_async(logged_in)(user)
 
 
 async def socket_of(client: Client, path: str) -> WebsocketCommunicator:
@@ -88,7 +88,7 @@ async def not_closed(socket: WebsocketCommunicator, quiet: float = 0.3) -> None:
 
 
 async def logout(client: Client) -> None:
-    response = await sync_to_async(client.post)("/accounts/logout/")
+    response = await database_sync_to_async(client.post)("/accounts/logout/")
     assert response.status_code == 302
 
 
@@ -132,7 +132,7 @@ async def test_nothing_reaches_or_leaves_a_socket_once_its_session_has_ended(ali
 
     assert await room_tab.receive_nothing(timeout=0.5)
     assert await directory.receive_nothing(timeout=0.1)
-    assert not await sync_to_async(Message.objects.filter(body="posted after logout").exists)()
+    assert not await database_sync_to_async(Message.objects.filter(body="posted after logout").exists)()
     for socket in (room_tab, directory, bob_tab):
         await socket.disconnect()
 
@@ -143,7 +143,7 @@ async def test_a_password_change_closes_the_other_sessions_sockets_but_not_the_c
     other_tab, other_directory = await room_socket(other), await directory_socket(other)
     bob_tab = await room_socket(await session(bob))
 
-    response = await sync_to_async(changer.post)(
+    response = await database_sync_to_async(changer.post)(
         "/accounts/password/change/",
         {"oldpassword": PASSWORD, "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
     )
@@ -167,12 +167,12 @@ async def test_deactivating_an_account_closes_all_its_sockets_at_once_and_it_can
     bob_tab = await room_socket(await session(bob))
 
     alice.is_active = False
-    await sync_to_async(alice.save)()
+    await database_sync_to_async(alice.save)()
 
     for socket in sockets:
         assert await close_code(socket) == 4001
     await still_open(bob_tab, bob_tab, "bob is unaffected")
-    assert not await sync_to_async(Client().login)(username=alice.username, password=PASSWORD)
+    assert not await database_sync_to_async(Client().login)(username=alice.username, password=PASSWORD)
     for socket in [*sockets, bob_tab]:
         await socket.disconnect()
 
@@ -187,7 +187,7 @@ async def test_a_channel_layer_outage_does_not_fail_the_logout(alice, monkeypatc
     await logout(browser)
 
     assert any(record.levelname == "WARNING" and "not delivered live" in record.message for record in caplog.records)
-    response = await sync_to_async(browser.get)("/chat/")
+    response = await database_sync_to_async(browser.get)("/chat/")
     assert response.status_code == 302
 
 
