@@ -203,3 +203,48 @@ def test_a_sessions_group_is_named_by_a_hash_never_by_the_key(alice):
     assert key not in group
     assert session[services.SESSION_SOCKETS_KEY] not in group
     assert services.session_group(logged_in(alice).session) != group
+
+
+@pytest.fixture
+def admin_browser(make_user) -> Client:
+    admin = make_user("admin")
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    return logged_in(admin)
+
+
+async def test_a_new_password_set_in_the_admin_closes_all_the_accounts_sockets(alice, admin_browser):
+    sockets = [await room_socket(await session(alice)), await directory_socket(await session(alice))]
+
+    response = await database_sync_to_async(admin_browser.post)(
+        f"/admin/accounts/user/{alice.pk}/password/",
+        {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"},
+    )
+    assert response.status_code == 302, response.content.decode()[:500]
+
+    for socket in sockets:
+        assert await close_code(socket) == 4001
+        await socket.disconnect()
+
+
+async def test_unticking_active_in_the_admin_closes_all_the_accounts_sockets(alice, admin_browser):
+    sockets = [await room_socket(await session(alice)), await directory_socket(await session(alice))]
+    form = {
+        "username": alice.username,
+        "email": "",
+        "first_name": "",
+        "last_name": "",
+        "is_staff": "",
+        "date_joined_0": alice.date_joined.strftime("%Y-%m-%d"),
+        "date_joined_1": alice.date_joined.strftime("%H:%M:%S"),
+        "initial-date_joined_0": alice.date_joined.strftime("%Y-%m-%d"),
+        "initial-date_joined_1": alice.date_joined.strftime("%H:%M:%S"),
+    }
+
+    response = await database_sync_to_async(admin_browser.post)(f"/admin/accounts/user/{alice.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    assert not (await database_sync_to_async(User.objects.get)(pk=alice.pk)).is_active
+    for socket in sockets:
+        assert await close_code(socket) == 4001
+        await socket.disconnect()
