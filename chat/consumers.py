@@ -75,6 +75,8 @@ class HubConsumer(AsyncWebsocketConsumer):
     groups: list[str] = []
     joined: list[str] = []
     restarting = False
+    # Set when the session this socket was opened with has ended: from then on it neither sends nor takes anything.
+    session_ended = False
 
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
@@ -97,6 +99,8 @@ class HubConsumer(AsyncWebsocketConsumer):
             await asyncio.shield(self.hub_leave())
 
     async def dispatch(self, message: dict) -> None:
+        if self.session_ended and message["type"] != "websocket.disconnect":
+            return
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -113,14 +117,23 @@ class HubConsumer(AsyncWebsocketConsumer):
             await hub().leave(self, joined)
 
     async def hub_event(self, event: dict) -> None:
-        """An event this socket acts on itself (room.status, layer.lost, ...); others have no handler here."""
+        """An event this socket acts on itself (room.status, session.end, ...); others have no handler here."""
         handler = getattr(self, get_handler_name(event), None)
-        if handler is not None:
+        if handler is not None and not self.session_ended:
             await handler(event)
 
     def frame_for(self, event: dict) -> Frame | None:
         """The frame of a group event this socket shows, or None."""
-        return frame_of(event)
+        return None if self.session_ended else frame_of(event)
+
+    async def session_end(self, event: dict) -> None:
+        """The session of this socket ended (logout, password changed elsewhere, account deactivated): close it."""
+        if event.get("keep_session") == services.session_group(self.scope["session"]):
+            return
+        self.session_ended = True
+        fields = socket_log_fields(self.scope, reason=event["reason"], close_code=CLOSE_UNAUTHENTICATED)
+        logger.info("socket closed: session ended", extra=fields)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def deliver(self, frame: Frame) -> None:
         try:
@@ -214,7 +227,12 @@ class ChatRoomConsumer(HubConsumer):
             return
         self.state = hub().room(self.room)
         # Joined before the log is read, so that no message falls between the two.
-        await self.hub_join([self.room.group_name, services.user_group(self.user.pk)])
+        groups = [
+            self.room.group_name,
+            services.user_group(self.user.pk),
+            services.session_group(self.scope["session"]),
+        ]
+        await self.hub_join(groups)
         if not hub().up:
             await self.layer_lost({})
         self.present = True
@@ -347,7 +365,7 @@ class ChatRoomConsumer(HubConsumer):
     def frame_for(self, event: dict) -> Frame | None:
         """HTML rendered once for the whole group; not a message already in this log, not to a typist."""
         message_id = event.get("message_id")
-        if message_id is not None and message_id <= self.log_last_id:
+        if self.session_ended or (message_id is not None and message_id <= self.log_last_id):
             return None
         if event.get("skip_user_id") == self.user.pk or event.get("only_arrival_of") == self.user.pk:
             return None
@@ -367,7 +385,12 @@ class RoomDirectoryConsumer(HubConsumer):
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        await self.hub_join([services.DIRECTORY_GROUP, services.directory_user_group(self.user.pk)])
+        groups = [
+            services.DIRECTORY_GROUP,
+            services.directory_user_group(self.user.pk),
+            services.session_group(self.scope["session"]),
+        ]
+        await self.hub_join(groups)
         html = await database_sync_to_async(fragments.directory_room_list)(user=self.user)
         await self.send(text_data=html)
         logger.info("socket connected", extra=socket_log_fields(self.scope))
@@ -379,6 +402,8 @@ class RoomDirectoryConsumer(HubConsumer):
 
     def frame_for(self, event: dict) -> Frame | None:
         """HTML rendered once for every directory, with an unread mark per message this user did not write."""
+        if self.session_ended:
+            return None
         if "news_html" not in event:
             return frame_of(event)
         return frame_of(event, news=event["news_count"] - dict(event["authors"]).get(self.user.pk, 0))

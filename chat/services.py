@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from functools import partial, wraps
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
@@ -89,6 +92,56 @@ def directory_user_group(user_id: int) -> str:
 def user_group(user_id: int) -> str:
     """The channel-layer group of every open socket of one user, in any room."""
     return f"user_{user_id}"
+
+
+# Kept in the session's data: it survives the key change of a password change (the tabs opened before it keep
+# their socket), and goes with the session at logout.
+SESSION_SOCKETS_KEY = "_chat_sockets"
+
+
+def session_sockets_mark(*, session: SessionBase) -> None:
+    """Give a newly logged-in session the id its sockets are grouped by (kept if it has one)."""
+    if SESSION_SOCKETS_KEY not in session:
+        session[SESSION_SOCKETS_KEY] = secrets.token_hex(16)
+
+
+def session_group(session: SessionBase) -> str:
+    """The channel-layer group of every socket opened with one login session; never the session key itself.
+
+    A session from before the id existed is known by its key (what the browser sent with the socket).
+    """
+    identity = session.get(SESSION_SOCKETS_KEY) or session.session_key or ""
+    return "session_" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def session_end_event(*, reason: str, keep_session: str | None = None) -> dict[str, object]:
+    """What tells a socket that the session it was opened with has ended (closed with 4001, sent nothing more)."""
+    return {"type": "session.end", "reason": reason, "keep_session": keep_session}
+
+
+@published_best_effort
+def session_sockets_close_publish(*, group: str, reason: str) -> None:
+    group_publish(group, session_end_event(reason=reason))
+
+
+def session_sockets_close(*, session: SessionBase, reason: str = "logout") -> None:
+    """Close every socket opened with this session (room and directory pages), on any server process, on commit."""
+    group = session_group(session)
+    transaction.on_commit(partial(session_sockets_close_publish, group=group, reason=reason))
+
+
+@published_best_effort
+def user_sockets_close_publish(*, user_id: int, reason: str, keep_session: str | None) -> None:
+    event = session_end_event(reason=reason, keep_session=keep_session)
+    # Room sockets are in the user's group, directory sockets in the user's directory group.
+    for group in (user_group(user_id), directory_user_group(user_id)):
+        group_publish(group, event)
+
+
+def user_sockets_close(*, user: User, reason: str, keep_session: SessionBase | None = None) -> None:
+    """Close every socket of the user on any server process, on commit, but those of `keep_session`."""
+    keep = session_group(keep_session) if keep_session is not None else None
+    transaction.on_commit(partial(user_sockets_close_publish, user_id=user.pk, reason=reason, keep_session=keep))
 
 
 def room_name_validate(name: str) -> str:

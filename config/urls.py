@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from config import health
+from config import csp_report, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:directory", permanent=False)),
@@ -12,4 +12,6 @@ urlpatterns = [
     # For load balancers (README, "Operations"): no slash, no login, no redirect.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Browsers post what the Content-Security-Policy blocked here (settings: report-uri).
+    path("csp-report", csp_report.csp_report, name="csp_report"),
 ]

@@ -44,14 +44,14 @@ message_ids = itertools.count(1)
 class BroadcastProtocol(WebSocketServerProtocol):
     room = ""
 
-    def onConnect(self, request) -> None:  # noqa: N802 (autobahn's name)
+    def onConnect(self, request) -> None:
         self.room = request.path
 
-    def onOpen(self) -> None:  # noqa: N802
+    def onOpen(self) -> None:
         rooms[self.room].add(self)
         self.sendMessage(ONLINE.encode())
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
             return
         try:
@@ -63,7 +63,7 @@ class BroadcastProtocol(WebSocketServerProtocol):
         for peer in rooms[self.room]:
             peer.sendPreparedMessage(prepared)
 
-    def onClose(self, wasClean: bool, code: int, reason: str) -> None:  # noqa: N802, N803
+    def onClose(self, wasClean: bool, code: int, reason: str) -> None:
         rooms[self.room].discard(self)
 
 

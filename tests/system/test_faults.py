@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
+from loadtest.client import Browser as HttpBrowser
+from loadtest.client import loopback_target
 from tests.support.html import visible_text
 from tests.support.servers import WEBSOCKET_MAX_FRAME_SIZE, WEBSOCKET_MAX_MESSAGE_SIZE, DaphneServer, RedisServer
 from tests.system.clients import (
@@ -328,5 +330,32 @@ async def test_a_redis_outage_keeps_pages_and_sockets_up_stores_every_message_an
                 await eventually_offline(bob, "lobby", username)
             assert server.process.poll() is None
             assert "Traceback" not in server_log(server)
+    finally:
+        redis.stop()
+
+
+async def test_a_logout_during_a_redis_outage_still_logs_out_and_says_why_the_sockets_were_not_told(tmp_path, session):
+    redis = RedisServer().start()
+    env = server_env(tmp_path, REDIS_URL=redis.url)
+    try:
+        with DaphneServer(env=env, log_path=tmp_path / "daphne.log") as server:
+            alice = await Browser.sign_up(session, server, "alice-logout-outage")
+            http = HttpBrowser(session, loopback_target(server.url), http_timeout=PATIENCE)
+            http.cookies = dict(alice.account.cookies)
+            token = await http.form_token("/chat/")
+
+            redis.stop()
+
+            status, _body, location = await asyncio.wait_for(
+                http.post("/accounts/logout/", {"csrfmiddlewaretoken": token}), timeout=10
+            )
+            assert (status, location) == (302, "/accounts/login/")
+            status, _body, location = await http.get("/chat/")
+            assert status == 302
+            assert location.startswith("/accounts/login/")
+            log = server_log(server)
+            assert "not delivered live" in log
+            assert "session_sockets_close_publish" in log
+            assert "Traceback" not in log
     finally:
         redis.stop()

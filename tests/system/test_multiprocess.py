@@ -19,9 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from loadtest.client import Browser as HttpBrowser
+from loadtest.client import loopback_target, sign_in
 from tests.support.html import visible_text
 from tests.support.servers import DaphneServer, RedisServer, migrate, postgres_database
-from tests.system.clients import Browser, error_line, new_session
+from tests.system.clients import PASSWORD, PATIENCE, Browser, error_line, new_session
 
 pytestmark = pytest.mark.system
 
@@ -200,3 +202,35 @@ async def test_killed_process_users_leave_presence_while_the_others_keep_serving
         await asyncio.gather(dave_tab.socket.close(), return_exceptions=True)
     finally:
         doomed.stop(signal.SIGKILL)
+
+
+async def test_a_logout_served_by_one_process_closes_the_sessions_sockets_on_the_other(
+    pair: tuple[DaphneServer, DaphneServer], session: aiohttp.ClientSession
+) -> None:
+    """The socket lives on process A, the logout request is served by process B: the close goes through Redis."""
+    server_a, server_b = pair
+    room = unique("logout")
+    alice = await Browser.sign_up(session, server_a, unique("alice"))
+    # The same person logged in a second time (another browser): that session is not logged out.
+    phone = Browser(
+        session, server_a, await sign_in(session, loopback_target(server_a.url), alice.account.username, PASSWORD)
+    )
+    bob = await Browser.sign_up(session, server_b, unique("bob"))
+    alice_tab, phone_tab = await alice.open(room), await phone.open(room)
+    bob_tab = await bob.open(room)
+    for tab in (alice_tab, phone_tab, bob_tab):
+        await tab.until(lambda f: 'id="online-users"' in f, "the online list")
+
+    on_b = HttpBrowser(session, loopback_target(server_b.url), http_timeout=PATIENCE)
+    on_b.cookies = dict(alice.account.cookies)
+    token = await on_b.form_token("/chat/")
+    status, _body, location = await on_b.post("/accounts/logout/", {"csrfmiddlewaretoken": token})
+    assert (status, location) == (302, "/accounts/login/")
+
+    # DESIGN.md, "sessions": within 2 s, with 4001 (which the browser does not retry).
+    assert await alice_tab.closed(timeout=2.0) == 4001
+    await bob_tab.send("after alice logged out")
+    await phone_tab.until(has_message("after alice logged out"), "the message in alice's other session")
+    assert not any("after alice logged out" in frame for frame in alice_tab.frames)
+    for tab in (phone_tab, bob_tab):
+        await tab.close()
