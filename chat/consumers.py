@@ -158,6 +158,8 @@ class ChatRoomConsumer(HubConsumer):
     present = False
     layer_up = True
     log_last_id = 0
+    # Group events that came while the page's snapshot was being made (None: not making one).
+    held: list[dict] | None = None
 
     async def layer_lost(self, event: dict) -> None:
         """The channel layer stopped answering: say so once; messages are still stored, only not delivered live."""
@@ -171,7 +173,7 @@ class ChatRoomConsumer(HubConsumer):
         """The layer answers again and the groups are joined: send what this page missed meanwhile."""
         self.layer_up = True
         if self.room is not None:
-            await self.send(text_data=await self.room_snapshot() + fragments.chat_error())
+            await self.send_snapshot(extra=fragments.chat_error())
             logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
 
     async def stop_taking_frames(self) -> None:
@@ -238,8 +240,23 @@ class ChatRoomConsumer(HubConsumer):
         self.present = True
         await hub().presence_join(self.room, self.user)
         # The room's status too: a moderator may have closed the room while this page was away.
-        await self.send(text_data=await self.room_snapshot() + fragments.room_status(room=self.room))
+        await self.send_snapshot(extra=fragments.room_status(room=self.room))
         logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
+
+    async def send_snapshot(self, *, extra: str) -> None:
+        """Send the log and the online list, then what the room's events brought meanwhile, in their order.
+
+        Held until then: a frame sent before the snapshot would be replaced by it (an arrival lost from the list).
+        """
+        self.held = []
+        try:
+            await self.send(text_data=await self.room_snapshot() + extra)
+        finally:
+            held, self.held = self.held, None
+            for event in held:
+                frame = self.frame_for(event)
+                if frame is not None:
+                    await self.deliver(frame)
 
     async def room_snapshot(self) -> str:
         """The log and the online list as this page should show them now, mostly from what the room's sockets share."""
@@ -364,6 +381,9 @@ class ChatRoomConsumer(HubConsumer):
 
     def frame_for(self, event: dict) -> Frame | None:
         """HTML rendered once for the whole group; not a message already in this log, not to a typist."""
+        if self.held is not None:  # the page's log and online list are not out yet: they come first
+            self.held.append(event)
+            return None
         message_id = event.get("message_id")
         if self.session_ended or (message_id is not None and message_id <= self.log_last_id):
             return None

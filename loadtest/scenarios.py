@@ -44,6 +44,10 @@ QUIET_S = 0.5
 ONLINE_MARK = 'id="online-users"'
 ARTICLE_MARK = 'id="message-'
 ERROR_MARK = 'id="chat-error"'
+# The online list as the page's htmx would keep it: the whole list, entries appended, entries deleted.
+ONLINE_LIST_RE = re.compile(r'<ul id="online-users"[^>]*>(.*?)</ul>', re.DOTALL)
+ONLINE_ENTRY_RE = re.compile(r'<li id="online-user-(\d+)"><button')
+ONLINE_DELETE_RE = re.compile(r'<li id="online-user-(\d+)" hx-swap-oob="delete">')
 _ERROR_TEXT_RE = re.compile(r'id="chat-error"[^>]*>(.*?)</', re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]+>")
 _SPACE_RE = re.compile(r"\s+")
@@ -392,6 +396,8 @@ class FanoutClient:
         self.account = account
         self.seen: set[int] = set()
         self.online = asyncio.Event()
+        # The user ids this tab's online list shows, kept as htmx applies the frames.
+        self.online_ids: set[int] = set()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.close_code: int | None = None
         self.connected = False
@@ -425,8 +431,19 @@ class FanoutClient:
                     stats.last_delivery_ns = now
         if ERROR_MARK in data:
             stats.note_error(data, self.room_index)
+        if "online-user" in data:
+            self.apply_online(data)
         if ONLINE_MARK in data:
             self.online.set()
+
+    def apply_online(self, data: str) -> None:
+        """Keep the online list as the page shows it: replaced whole, entries deleted, then entries appended."""
+        whole = ONLINE_LIST_RE.search(data)
+        if whole is not None:
+            self.online_ids = {int(user_id) for user_id in ONLINE_ENTRY_RE.findall(whole[1])}
+            data = data[: whole.start()] + data[whole.end() :]
+        self.online_ids -= {int(user_id) for user_id in ONLINE_DELETE_RE.findall(data)}
+        self.online_ids |= {int(user_id) for user_id in ONLINE_ENTRY_RE.findall(data)}
 
     async def read(self, scenario: Fanout) -> None:
         """Read frames until the socket closes."""
@@ -465,6 +482,7 @@ class Fanout(Scenario):
         self.send_lag_max = 0.0
         self.window_s = 0.0
         self.settle_s = 0.0
+        self.connect_frames = self.settle_frames = self.online_right = 0
 
     def user_index(self, room: int, slot: int) -> int:
         """Which user a client uses: senders are distinct users, receivers fill the rest round robin."""
@@ -502,6 +520,18 @@ class Fanout(Scenario):
                 return
         client.connected = True
         self.connected_per_room[client.room_index] += 1
+
+    def online_lists_right(self) -> int:
+        """How many connected tabs show exactly as many people online as there are users connected to their room."""
+        users = [set() for _ in self.room_names]
+        for client in self.clients:
+            if client.connected and client.account is not None:
+                users[client.room_index].add(client.account.username)
+        return sum(
+            1
+            for client in self.clients
+            if client.connected and len(client.online_ids) == len(users[client.room_index])
+        )
 
     async def settle_down(self) -> None:
         """Wait --settle s, then until no frame came for QUIET_S (join broadcasts drained), at most --settle-max s."""
@@ -565,7 +595,10 @@ class Fanout(Scenario):
                 self.clients.append(FanoutClient(self.stats, room_index, room, account, target))
         gate = asyncio.Semaphore(options.connect_concurrency)
         await asyncio.gather(*(self.connect(client, gate) for client in self.clients))
+        self.connect_frames = self.stats.frames
         await self.settle_down()
+        self.settle_frames = self.stats.frames
+        self.online_right = self.online_lists_right()
 
         self.phase = "send"
         loop = asyncio.get_running_loop()
@@ -608,6 +641,10 @@ class Fanout(Scenario):
             "close_codes": dict(Counter(c.close_code for c in self.clients if c.closed_early and c.close_code)),
         }
         summary["connect"]["settle_s"] = round(self.settle_s, 2)
+        # Presence traffic of the joins: frames received until the online lists went quiet, per join.
+        summary["connect"]["frames_per_join"] = round(self.settle_frames / connected, 2) if connected else None
+        # Only meaningful against the chat (the bare reference server keeps no online list).
+        summary["connect"]["online_lists_right"] = self.online_right
         summary["messages"] = {
             "sent": self.sent,
             "send_failures": self.send_failures,

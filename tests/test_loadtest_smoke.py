@@ -65,6 +65,21 @@ async def test_fanout_delivers_every_message_to_every_client_once(server: Daphne
 
 
 @pytest.mark.system
+async def test_a_connect_storm_opens_every_socket_and_every_online_list_ends_right(server: DaphneServer) -> None:
+    """200 sockets of 40 users into one room, 50 opening at a time: none refused, every list shows all 40."""
+    storm = {**FANOUT, "clients": 200, "users": 40, "connect_concurrency": 50, "senders": 1, "duration": 2.0}
+
+    summary = await run("fanout", url=server.url, server_pids=[server.process.pid], room_prefix="storm", **storm)
+
+    assert summary["status"] == "ok", explain(summary, server)
+    assert summary["connect"]["connected"] == 200, explain(summary, server)
+    assert summary["connect"]["failed"] == 0, explain(summary, server)
+    assert summary["connect"]["online_lists_right"] == 200, explain(summary, server)
+    assert summary["deliveries"]["ratio"] == 1.0, explain(summary, server)
+    assert summary["deliveries"]["duplicates"] == 0, explain(summary, server)
+
+
+@pytest.mark.system
 async def test_ramp_and_churn_log_existing_users_in_and_keep_every_socket(server: DaphneServer) -> None:
     ramp = await run("ramp", url=server.url, sockets=20, connect_rate=50, hold=1, rooms=2, users=3, timeout=120)
 
