@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 # @username, as Django's username validator allows them, not ending in a full stop.
@@ -45,6 +47,8 @@ class Message(models.Model):
         blank=True,
     )
     body = models.TextField()
+    # The body rendered once (chat.formatting) when stored or edited: allowlisted HTML, the same for every reader.
+    body_html = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     # Set by the author within CHAT_EDIT_WINDOW_SECONDS; a retracted message keeps its place, not its text.
     edited_at = models.DateTimeField(null=True, blank=True)
@@ -71,17 +75,12 @@ class Message(models.Model):
         """The mentioned users' ids, without a query for a message that names nobody."""
         return [user.pk for user in self.mentions.all()] if "@" in self.body else []
 
-    def body_segments(self) -> list[tuple[str, bool]]:
-        """The body as (text, is a mention of an existing user) pieces, for the template to escape."""
-        if "@" not in self.body:
-            return [(self.body, False)]
-        names = {user.username.lower() for user in self.mentions.all()}
-        segments, start = [], 0
-        for match in MENTION_RE.finditer(self.body):
-            if match["username"].lower() in names:
-                segments += [(self.body[start : match.start()], False), (match[0], True)]
-                start = match.end()
-        return [*segments, (self.body[start:], False)]
+    @property
+    def body_markup(self) -> SafeString:
+        """The stored rendering, sanitized when stored; a row written around the services shows its text escaped."""
+        if self.body_html or not self.body:
+            return mark_safe(self.body_html)  # chat.formatting's allowlist sanitizer made it
+        return format_html("<p>{}</p>", self.body)
 
 
 class PrivateMessageManager(models.Manager["PrivateMessage"]):

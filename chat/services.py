@@ -18,7 +18,7 @@ from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import User
-from chat import fragments, selectors
+from chat import formatting, fragments, selectors
 from chat.models import MENTION_RE, ROOM_NAME_RE, Connection, Message, Room, RoomVisit
 
 logger = logging.getLogger(__name__)
@@ -183,20 +183,32 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
 
 
 def message_create(*, room: Room, author: User, body: str, recipient: User | None = None) -> Message:
-    message = Message.objects.create(room=room, author=author, recipient=recipient, body=body)
-    if recipient is None:
-        message_mentions_set(message=message)
+    # Mentions are looked up first: the rendering marks them, and is stored with the row in one INSERT.
+    mentioned = None if recipient is not None else message_mentions_find(body=body, author=author)
+    message = Message.objects.create(
+        room=room,
+        author=author,
+        recipient=recipient,
+        body=body,
+        body_html=formatting.render_message(body, mention_names=[user.username for user in mentioned or []]),
+    )
+    if mentioned is not None:
+        message_mentions_record(message=message, users=mentioned)
     # Published once stored: at once in autocommit, after the commit inside a transaction.
     transaction.on_commit(partial(message_publish, message=message), robust=False)
     return message
 
 
-def message_mentions_set(*, message: Message) -> None:
-    """Record the existing users a room message names as @username (no query when it names nobody)."""
-    if "@" not in message.body:
-        return
-    names = {match["username"].lower() for match in MENTION_RE.finditer(message.body)}
-    users = selectors.users_by_usernames(usernames=names - {message.author.username.lower()})
+def message_mentions_find(*, body: str, author: User) -> list[User] | None:
+    """The existing users a room message names as @username; None (and no query) when it names nobody."""
+    if "@" not in body:
+        return None
+    names = {match["username"].lower() for match in MENTION_RE.finditer(body)}
+    return selectors.users_by_usernames(usernames=names - {author.username.lower()})
+
+
+def message_mentions_record(*, message: Message, users: list[User]) -> None:
+    """Record who the message mentions (their pages highlight it, their directories flag the room)."""
     message.mentions.set(users)
     prefetch_related_objects([message], "mentions")
 
@@ -223,10 +235,12 @@ def message_edit(*, message: Message, by: User, body: str) -> Message:
     if len(body) > settings.CHAT_MESSAGE_MAX_LENGTH:
         limit = settings.CHAT_MESSAGE_MAX_LENGTH
         raise ChatError(f"Messages can be at most {limit:,} characters; yours has {len(body):,}.", reason="too_long")
+    mentioned = None if message.is_private else message_mentions_find(body=body, author=message.author)
     message.body, message.edited_at = body, timezone.now()
-    message.save(update_fields=["body", "edited_at"])
+    message.body_html = formatting.render_message(body, mention_names=[user.username for user in mentioned or []])
+    message.save(update_fields=["body", "body_html", "edited_at"])
     if not message.is_private:
-        message_mentions_set(message=message)
+        message_mentions_record(message=message, users=mentioned or [])
     transaction.on_commit(partial(message_replaced_publish, message=message))
     return message
 
@@ -234,8 +248,8 @@ def message_edit(*, message: Message, by: User, body: str) -> Message:
 def message_retract(*, message: Message, by: User) -> Message:
     """Delete one's own message: its text goes, a "message deleted" placeholder keeps its place."""
     message_own_check(message=message, by=by)
-    message.body, message.retracted_at = "", timezone.now()
-    message.save(update_fields=["body", "retracted_at"])
+    message.body, message.body_html, message.retracted_at = "", "", timezone.now()
+    message.save(update_fields=["body", "body_html", "retracted_at"])
     message.mentions.clear()
     transaction.on_commit(partial(message_replaced_publish, message=message))
     return message
