@@ -12,6 +12,17 @@ from django.utils.safestring import SafeString, mark_safe
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 # @username, as Django's username validator allows them, not ending in a full stop.
 MENTION_RE = re.compile(r"(?<![\w@.+-])@(?P<username>[\w.+-]*[\w+-])")
+# The reactions anyone can give, in the order a message shows them (DESIGN.md, "reactions").
+REACTION_EMOJI = (
+    "\N{THUMBS UP SIGN}",
+    "\N{HEAVY BLACK HEART}\ufe0f",
+    "\N{FACE WITH TEARS OF JOY}",
+    "\N{PARTY POPPER}",
+    "\N{FACE WITH OPEN MOUTH}",
+    "\N{CRYING FACE}",
+    "\N{EYES}",
+    "\N{WHITE HEAVY CHECK MARK}",
+)
 
 
 class Room(models.Model):
@@ -55,6 +66,8 @@ class Message(models.Model):
     retracted_at = models.DateTimeField(null=True, blank=True)
     # Existing users named as @username in the body, when the message was sent.
     mentions = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="mentioned_in", blank=True)
+    # {emoji: [user id, ...]} of its Reaction rows, rewritten with them: a page shows reactions without a query.
+    reactions_summary = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [
@@ -81,6 +94,32 @@ class Message(models.Model):
         if self.body_html or not self.body:
             return mark_safe(self.body_html)  # chat.formatting's allowlist sanitizer made it
         return format_html("<p>{}</p>", self.body)
+
+    def reaction_list(self) -> list[dict[str, object]]:
+        """The emoji given to this message, in the fixed order, each with its count and who gave it."""
+        summary = self.reactions_summary or {}
+        return [
+            {"emoji": emoji, "count": len(summary[emoji]), "user_ids": summary[emoji]}
+            for emoji in REACTION_EMOJI
+            if summary.get(emoji)
+        ]
+
+
+class Reaction(models.Model):
+    """One user's reaction with one emoji to one message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reactions")
+    emoji = models.CharField(max_length=8, choices=[(emoji, emoji) for emoji in REACTION_EMOJI])
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="chat_reaction_once_per_user_emoji")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.emoji} {self.message_id}"
 
 
 class PrivateMessageManager(models.Manager["PrivateMessage"]):

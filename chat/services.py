@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat import formatting, fragments, selectors
-from chat.models import MENTION_RE, ROOM_NAME_RE, Connection, Message, Room, RoomVisit
+from chat.models import MENTION_RE, REACTION_EMOJI, ROOM_NAME_RE, Connection, Message, Reaction, Room, RoomVisit
 
 logger = logging.getLogger(__name__)
 
@@ -249,8 +249,10 @@ def message_retract(*, message: Message, by: User) -> Message:
     """Delete one's own message: its text goes, a "message deleted" placeholder keeps its place."""
     message_own_check(message=message, by=by)
     message.body, message.body_html, message.retracted_at = "", "", timezone.now()
-    message.save(update_fields=["body", "body_html", "retracted_at"])
+    message.reactions_summary = {}
+    message.save(update_fields=["body", "body_html", "retracted_at", "reactions_summary"])
     message.mentions.clear()
+    message.reactions.all().delete()
     transaction.on_commit(partial(message_replaced_publish, message=message))
     return message
 
@@ -266,6 +268,45 @@ def message_groups(*, message: Message) -> list[str]:
 def message_replaced_publish(*, message: Message) -> None:
     """Replace an edited or retracted message in every page that shows it, rendered once."""
     event = {"type": "chat.fragment", "html": fragments.message_replaced(message=message)}
+    for group in message_groups(message=message):
+        async_to_sync(get_channel_layer().group_send)(group, event)
+
+
+def reaction_emoji_validate(emoji: str) -> str:
+    """One of the eight emoji, also when typed without the variation selector (a bare heart)."""
+    emoji = emoji.strip()
+    for allowed in REACTION_EMOJI:
+        if emoji in (allowed, allowed.removesuffix("\ufe0f")):
+            return allowed
+    raise ChatError(f"React with one of {' '.join(REACTION_EMOJI)}.", reason="bad_emoji")
+
+
+def reaction_toggle(*, message: Message, user: User, emoji: str) -> Message:
+    """Give the user's reaction with this emoji to the message, or take it back; every open page sees the counts."""
+    emoji = reaction_emoji_validate(emoji)
+    if message.retracted_at is not None:
+        raise ChatError("That message was deleted.", reason="retracted")
+    if message.room.read_only:
+        raise ChatError(f"#{message.room.name} is read-only: nothing in it can change now.", reason="room_read_only")
+    with transaction.atomic():
+        # The message's row is the lock: two toggles at once cannot both rewrite its summary from stale rows.
+        Message.objects.select_for_update().filter(pk=message.pk).values_list("pk").get()
+        taken_back, _ = Reaction.objects.filter(message=message, user=user, emoji=emoji).delete()
+        if not taken_back:
+            Reaction.objects.create(message=message, user=user, emoji=emoji)
+        summary: dict[str, list[int]] = {}
+        for given, user_id in Reaction.objects.filter(message=message).order_by("id").values_list("emoji", "user_id"):
+            summary.setdefault(given, []).append(user_id)
+        Message.objects.filter(pk=message.pk).update(reactions_summary=summary)
+        message.reactions_summary = summary
+        transaction.on_commit(partial(reactions_publish, message=message))
+    return message
+
+
+@published_best_effort
+def reactions_publish(*, message: Message) -> None:
+    """Replace the message's reactions in every page that shows it, rendered once."""
+    event = {"type": "chat.fragment", "html": fragments.reactions(message=message)}
     for group in message_groups(message=message):
         async_to_sync(get_channel_layer().group_send)(group, event)
 

@@ -143,3 +143,20 @@ def private_message_form(request: HttpRequest, room: Room) -> HttpResponse:
     recipient = selectors.user_get_by_username(username=request.GET.get("to", ""))
     draft = f"/pm {recipient.username} " if recipient else ""
     return HttpResponse(fragments.message_form(room=room, draft=draft, oob=False))
+
+
+@require_POST
+@login_required
+def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
+    """Give or take back one's reaction (`emoji`) to a message one may read; the page gets the new counts."""
+    message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
+    try:
+        services.reaction_toggle(message=message, user=request.user, emoji=request.POST.get("emoji", ""))
+    except services.ChatError as error:
+        if error.reason == "bad_emoji":
+            return HttpResponseBadRequest(str(error))
+        return HttpResponseForbidden(str(error))
+    if not request.htmx:
+        return redirect("chat:room", room_name=message.room.name)
+    # Swapped out of band (the button says hx-swap="none"); the socket brings the same to the other pages.
+    return HttpResponse(fragments.reactions(message=message))
