@@ -78,6 +78,11 @@ def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
     return _render("message-form", {"room": room, "draft": draft, "oob": oob})
 
 
+def upload_form(*, request: HttpRequest, room: Room) -> str:
+    """A fresh upload form (its file input emptied), rendered with the request for its CSRF token."""
+    return _render("upload-form", {"room": room, "upload_oob": True}, request=request)
+
+
 def directory_room_list(*, user: User) -> str:
     """The user's whole directory list, replacing #room-list when a directory socket (re)connects."""
     rooms = selectors.room_directory(user=user)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -95,6 +97,14 @@ class Message(models.Model):
             return mark_safe(self.body_html)  # chat.formatting's allowlist sanitizer made it
         return format_html("<p>{}</p>", self.body)
 
+    @property
+    def attachment_or_none(self) -> Attachment | None:
+        """The message's file, if any (fetched with the message by the selectors: no query of its own)."""
+        try:
+            return self.attachment
+        except ObjectDoesNotExist:
+            return None
+
     def reaction_list(self) -> list[dict[str, object]]:
         """The emoji given to this message, in the fixed order, each with its count and who gave it."""
         summary = self.reactions_summary or {}
@@ -120,6 +130,44 @@ class Reaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.emoji} {self.message_id}"
+
+
+def attachment_upload_to(instance: Attachment, filename: str) -> str:
+    """A name of our own (never the uploader's), its extension from the judged type: nothing guesses HTML from it."""
+    return f"attachments/{timezone.now():%Y/%m}/{uuid.uuid4().hex}{IMAGE_TYPES.get(instance.content_type, '.bin')}"
+
+
+# The image types shown in the page, judged from the content (chat.attachments), with their files' extension.
+IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
+
+
+class Attachment(models.Model):
+    """A file or image shared as a message: bytes in the default storage, served by a view that checks access."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="attachment")
+    file = models.FileField(upload_to=attachment_upload_to, max_length=200)
+    # Made once at upload, for images only.
+    thumbnail = models.FileField(upload_to="thumbnails/%Y/%m/", max_length=200, blank=True)
+    # The uploader's file name, shown and offered as the download's name only.
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    # One of IMAGE_TYPES when the content decoded as that image; application/octet-stream for anything else.
+    content_type = models.CharField(max_length=100)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    thumbnail_width = models.PositiveIntegerField(null=True, blank=True)
+    thumbnail_height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="chat_attachment_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes) in {self.message_id}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in IMAGE_TYPES
 
 
 class PrivateMessageManager(models.Manager["PrivateMessage"]):

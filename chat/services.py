@@ -13,13 +13,26 @@ from functools import partial, wraps
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import User
-from chat import formatting, fragments, selectors
-from chat.models import MENTION_RE, REACTION_EMOJI, ROOM_NAME_RE, Connection, Message, Reaction, Room, RoomVisit
+from chat import attachments, formatting, fragments, selectors
+from chat.models import (
+    MENTION_RE,
+    REACTION_EMOJI,
+    ROOM_NAME_RE,
+    Attachment,
+    Connection,
+    Message,
+    Reaction,
+    Room,
+    RoomVisit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +207,8 @@ def message_create(*, room: Room, author: User, body: str, recipient: User | Non
     )
     if mentioned is not None:
         message_mentions_record(message=message, users=mentioned)
+    # No attachment yet (attachment_create adds one before the commit): rendering it needs no query.
+    Message.attachment.related.set_cached_value(message, None)
     # Published once stored: at once in autocommit, after the commit inside a transaction.
     transaction.on_commit(partial(message_publish, message=message), robust=False)
     return message
@@ -253,6 +268,11 @@ def message_retract(*, message: Message, by: User) -> Message:
     message.save(update_fields=["body", "body_html", "retracted_at", "reactions_summary"])
     message.mentions.clear()
     message.reactions.all().delete()
+    attachment = message.attachment_or_none
+    if attachment is not None:
+        attachment.delete()
+        Message.attachment.related.set_cached_value(message, None)
+        transaction.on_commit(partial(attachment_files_delete, names=attachment_file_names([attachment])))
     transaction.on_commit(partial(message_replaced_publish, message=message))
     return message
 
@@ -311,6 +331,102 @@ def reactions_publish(*, message: Message) -> None:
         async_to_sync(get_channel_layer().group_send)(group, event)
 
 
+def attachment_rate_check(*, author: User) -> None:
+    """At most N uploads per sliding window per user; call it in the transaction that stores (it locks the author)."""
+    User.objects.select_for_update().filter(pk=author.pk).values_list("pk").get()
+    window = settings.CHAT_ATTACHMENT_RATE_SECONDS
+    since = timezone.now() - timedelta(seconds=window)
+    sent = Attachment.objects.filter(message__author=author, created_at__gte=since).count()
+    if sent >= settings.CHAT_ATTACHMENT_RATE_LIMIT:
+        raise ChatError(
+            f"Slow down: at most {settings.CHAT_ATTACHMENT_RATE_LIMIT} files in {window:g} seconds. "
+            "Try again in a moment.",
+            reason="upload_rate_limited",
+        )
+
+
+def attachment_size_check(*, size: int | None) -> None:
+    limit = settings.CHAT_ATTACHMENT_MAX_BYTES
+    if not size:
+        raise ChatError("That file is empty: choose a file to share.", reason="upload_empty")
+    if size > limit:
+        raise ChatError(
+            f"Files can be at most {limit / 1024 / 1024:g} MiB; that one is larger.", reason="upload_too_large"
+        )
+
+
+def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, caption: str = "") -> Message:
+    """Share a file in a room as a message (shown live like any other); images get a thumbnail, made once here."""
+    if room.read_only:
+        raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
+    if upload is None:
+        raise ChatError("Choose a file to share.", reason="upload_missing")
+    attachment_size_check(size=upload.size)
+    caption = caption.replace("\x00", "").strip()
+    if len(caption) > settings.CHAT_MESSAGE_MAX_LENGTH:
+        raise ChatError(f"Captions can be at most {settings.CHAT_MESSAGE_MAX_LENGTH:,} characters.", reason="too_long")
+    try:
+        inspected = attachments.inspect(
+            upload,
+            max_pixels=settings.CHAT_ATTACHMENT_MAX_PIXELS,
+            thumbnail_size=settings.CHAT_ATTACHMENT_THUMBNAIL_SIZE,
+        )
+    except attachments.ImageTooLarge as error:
+        raise ChatError(
+            f"That image is too large to show ({error} pixels; at most {settings.CHAT_ATTACHMENT_MAX_PIXELS:,}).",
+            reason="upload_too_many_pixels",
+        ) from error
+    name = (upload.name or "file").replace("\x00", "")[-255:] or "file"
+    attachment = Attachment(
+        name=name,
+        size=upload.size,
+        content_type=inspected.content_type,
+        width=inspected.width,
+        height=inspected.height,
+        thumbnail_width=inspected.thumbnail_width,
+        thumbnail_height=inspected.thumbnail_height,
+    )
+    stored: list[str] = []
+    try:
+        with transaction.atomic():
+            attachment_rate_check(author=author)
+            message = message_create(room=room, author=author, body=caption)
+            attachment.message = message
+            # The storage writes the bytes under a name of our own (Attachment.file's upload_to), never the upload's.
+            attachment.file.save(name, upload, save=False)
+            stored.append(attachment.file.name)
+            if inspected.thumbnail is not None:
+                attachment.thumbnail.save(
+                    f"thumbnail{attachments.thumbnail_extension(inspected.thumbnail)}",
+                    ContentFile(inspected.thumbnail),
+                    save=False,
+                )
+                stored.append(attachment.thumbnail.name)
+            attachment.save()
+    except BaseException:
+        attachment_files_delete(names=stored)  # nothing is stored: no file either
+        raise
+    logger.info(
+        "attachment stored",
+        extra={"room": room.name, "user": author.username, "size": attachment.size, "type": attachment.content_type},
+    )
+    return message
+
+
+def attachment_file_names(attachments_: object) -> list[str]:
+    """The storage names of these attachments' files and thumbnails."""
+    return [name for a in attachments_ for name in (a.file.name, a.thumbnail.name) if name]
+
+
+def attachment_files_delete(*, names: list[str]) -> None:
+    """Remove files from the storage once the rows that named them are gone; a failure is logged, not raised."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # the storage's errors depend on its backend (disk, S3)
+            logger.warning("attachment file not deleted", exc_info=True, extra={"file": name})
+
+
 def room_mark_read(*, room: Room, user: User) -> int | None:
     """Record that the user has read the room to its newest message; the previous mark (None: first visit)."""
     latest = selectors.room_latest_message_id(room=room)
@@ -367,8 +483,10 @@ def message_delete_many(*, messages: QuerySet[Message], by: User) -> int:
         for group in groups:
             removals[group].append(message.pk)
     with transaction.atomic():
+        files = attachment_file_names(Attachment.objects.filter(message__in=[message.pk for message in doomed]))
         Message.objects.filter(pk__in=[message.pk for message in doomed]).delete()
         transaction.on_commit(partial(messages_removed_publish, removals=dict(removals)))
+        transaction.on_commit(partial(attachment_files_delete, names=files))
     logger.info(
         "messages deleted",
         extra={
