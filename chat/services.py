@@ -387,8 +387,11 @@ def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, 
         thumbnail_height=inspected.thumbnail_height,
     )
     stored: list[str] = []
+    committed = []
     try:
         with transaction.atomic():
+            # First of the commit's callbacks: a failing live delivery after it must not delete committed files.
+            transaction.on_commit(partial(committed.append, True))
             attachment_rate_check(author=author)
             message = message_create(room=room, author=author, body=caption)
             attachment.message = message
@@ -404,7 +407,8 @@ def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, 
                 stored.append(attachment.thumbnail.name)
             attachment.save()
     except BaseException:
-        attachment_files_delete(names=stored)  # nothing is stored: no file either
+        if not committed:
+            attachment_files_delete(names=stored)  # nothing is stored: no file either
         raise
     logger.info(
         "attachment stored",
