@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial, wraps
@@ -355,8 +355,14 @@ def attachment_size_check(*, size: int | None) -> None:
         )
 
 
-def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, caption: str = "") -> Message:
-    """Share a file in a room as a message (shown live like any other); images get a thumbnail, made once here."""
+def attachment_create(
+    *, room: Room, author: User, upload: UploadedFile | None, caption: str = "", recipient: User | None = None
+) -> Message:
+    """Share a file in a room (or privately with `recipient`) as a message, shown live like any other.
+
+    Images get a thumbnail, made once here. Who may then fetch the file follows who may read the message
+    (selectors.attachment_get_visible), so a conversation page can share files through this as well.
+    """
     if room.read_only:
         raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
     if upload is None:
@@ -393,7 +399,7 @@ def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, 
             # First of the commit's callbacks: a failing live delivery after it must not delete committed files.
             transaction.on_commit(partial(committed.append, True))
             attachment_rate_check(author=author)
-            message = message_create(room=room, author=author, body=caption)
+            message = message_create(room=room, author=author, body=caption, recipient=recipient)
             attachment.message = message
             # The storage writes the bytes under a name of our own (Attachment.file's upload_to), never the upload's.
             attachment.file.save(name, upload, save=False)
@@ -417,9 +423,9 @@ def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, 
     return message
 
 
-def attachment_file_names(attachments_: object) -> list[str]:
+def attachment_file_names(shared: Iterable[Attachment]) -> list[str]:
     """The storage names of these attachments' files and thumbnails."""
-    return [name for a in attachments_ for name in (a.file.name, a.thumbnail.name) if name]
+    return [name for attachment in shared for name in (attachment.file.name, attachment.thumbnail.name) if name]
 
 
 def attachment_files_delete(*, names: list[str]) -> None:

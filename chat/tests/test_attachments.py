@@ -391,3 +391,11 @@ def test_a_file_stored_while_the_live_layer_is_down_is_kept_and_the_uploader_tol
     assert "saved, but it could not be delivered live" in visible_text(response.content.decode())
     assert Attachment.objects.count() == 1
     assert len(stored_files(media_root)) == 2
+
+
+def test_a_file_shared_privately_is_served_to_its_two_people_only(room, alice, bob, carol):
+    file = SimpleUploadedFile("plan.txt", b"the plan")
+    message = services.attachment_create(room=room, author=alice, upload=file, recipient=bob)
+    assert message.is_private
+    path = f"/chat/files/{message.attachment.pk}/"
+    assert [logged_in(user).get(path).status_code for user in (alice, bob, carol)] == [200, 200, 404]
