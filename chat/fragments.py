@@ -10,15 +10,19 @@ from django.template.loader import render_to_string
 
 from accounts.models import User
 from chat import selectors
-from chat.models import Message, Room
+from chat.models import REACTION_EMOJI, Message, Room
 
 ROOM_TEMPLATE = "chat/room.html"
 DIRECTORY_TEMPLATE = "chat/directory.html"
 
 
-def limits() -> dict[str, int]:
-    """The limits the room template shows (the form's maxlength, the log's page size)."""
-    return {"max_length": settings.CHAT_MESSAGE_MAX_LENGTH, "history_length": settings.CHAT_HISTORY_LENGTH}
+def limits() -> dict[str, object]:
+    """What the room template needs besides its data: the form's maxlength, the log's page size, the emoji."""
+    return {
+        "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
+        "history_length": settings.CHAT_HISTORY_LENGTH,
+        "reaction_emoji": REACTION_EMOJI,
+    }
 
 
 def _render(partial: str, context: dict, request: HttpRequest | None = None) -> str:
@@ -39,6 +43,11 @@ def message_log(*, room: Room, messages: list[Message], divider_id: int | None =
 def message_replaced(*, message: Message) -> str:
     """An edited or retracted message, replacing it wherever it shows."""
     return _render("message", {"message": message, "replace": True})
+
+
+def reactions(*, message: Message, oob: bool = True) -> str:
+    """A message's reactions, replacing them wherever the message shows (who reacted: classes the pages style)."""
+    return _render("reactions", {"message": message, "reactions_oob": oob})
 
 
 def message_edit_form(*, request: HttpRequest, message: Message, error: str = "") -> str:
@@ -63,6 +72,11 @@ def online_users_changed(*, room: Room, arrived: list[User], departed_ids: list[
 
 def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
     return _render("message-form", {"room": room, "draft": draft, "oob": oob})
+
+
+def upload_form(*, request: HttpRequest, room: Room) -> str:
+    """A fresh upload form (its file input emptied), rendered with the request for its CSRF token."""
+    return _render("upload-form", {"room": room, "upload_oob": True}, request=request)
 
 
 def directory_room_list(*, user: User) -> str:

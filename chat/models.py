@@ -1,15 +1,30 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 # @username, as Django's username validator allows them, not ending in a full stop.
 MENTION_RE = re.compile(r"(?<![\w@.+-])@(?P<username>[\w.+-]*[\w+-])")
+# The reactions anyone can give, in the order a message shows them (DESIGN.md, "reactions").
+REACTION_EMOJI = (
+    "\N{THUMBS UP SIGN}",
+    "\N{HEAVY BLACK HEART}\ufe0f",
+    "\N{FACE WITH TEARS OF JOY}",
+    "\N{PARTY POPPER}",
+    "\N{FACE WITH OPEN MOUTH}",
+    "\N{CRYING FACE}",
+    "\N{EYES}",
+    "\N{WHITE HEAVY CHECK MARK}",
+)
 
 
 class Room(models.Model):
@@ -45,12 +60,16 @@ class Message(models.Model):
         blank=True,
     )
     body = models.TextField()
+    # The body rendered once (chat.formatting) when stored or edited: allowlisted HTML, the same for every reader.
+    body_html = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     # Set by the author within CHAT_EDIT_WINDOW_SECONDS; a retracted message keeps its place, not its text.
     edited_at = models.DateTimeField(null=True, blank=True)
     retracted_at = models.DateTimeField(null=True, blank=True)
     # Existing users named as @username in the body, when the message was sent.
     mentions = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="mentioned_in", blank=True)
+    # {emoji: [user id, ...]} of its Reaction rows, rewritten with them: a page shows reactions without a query.
+    reactions_summary = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [
@@ -71,17 +90,84 @@ class Message(models.Model):
         """The mentioned users' ids, without a query for a message that names nobody."""
         return [user.pk for user in self.mentions.all()] if "@" in self.body else []
 
-    def body_segments(self) -> list[tuple[str, bool]]:
-        """The body as (text, is a mention of an existing user) pieces, for the template to escape."""
-        if "@" not in self.body:
-            return [(self.body, False)]
-        names = {user.username.lower() for user in self.mentions.all()}
-        segments, start = [], 0
-        for match in MENTION_RE.finditer(self.body):
-            if match["username"].lower() in names:
-                segments += [(self.body[start : match.start()], False), (match[0], True)]
-                start = match.end()
-        return [*segments, (self.body[start:], False)]
+    @property
+    def body_markup(self) -> SafeString:
+        """The stored rendering, sanitized when stored; a row written around the services shows its text escaped."""
+        if self.body_html or not self.body:
+            return mark_safe(self.body_html)  # chat.formatting's allowlist sanitizer made it
+        return format_html("<p>{}</p>", self.body)
+
+    @property
+    def attachment_or_none(self) -> Attachment | None:
+        """The message's file, if any (fetched with the message by the selectors: no query of its own)."""
+        try:
+            return self.attachment
+        except ObjectDoesNotExist:
+            return None
+
+    def reaction_list(self) -> list[dict[str, object]]:
+        """The emoji given to this message, in the fixed order, each with its count and who gave it."""
+        summary = self.reactions_summary or {}
+        return [
+            {"emoji": emoji, "count": len(summary[emoji]), "user_ids": summary[emoji]}
+            for emoji in REACTION_EMOJI
+            if summary.get(emoji)
+        ]
+
+
+class Reaction(models.Model):
+    """One user's reaction with one emoji to one message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reactions")
+    emoji = models.CharField(max_length=8, choices=[(emoji, emoji) for emoji in REACTION_EMOJI])
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="chat_reaction_once_per_user_emoji")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.emoji} {self.message_id}"
+
+
+def attachment_upload_to(instance: Attachment, filename: str) -> str:
+    """A name of our own (never the uploader's), its extension from the judged type: nothing guesses HTML from it."""
+    return f"attachments/{timezone.now():%Y/%m}/{uuid.uuid4().hex}{IMAGE_TYPES.get(instance.content_type, '.bin')}"
+
+
+# The image types shown in the page, judged from the content (chat.attachments), with their files' extension.
+IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
+
+
+class Attachment(models.Model):
+    """A file or image shared as a message: bytes in the default storage, served by a view that checks access."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="attachment")
+    file = models.FileField(upload_to=attachment_upload_to, max_length=200)
+    # Made once at upload, for images only.
+    thumbnail = models.FileField(upload_to="thumbnails/%Y/%m/", max_length=200, blank=True)
+    # The uploader's file name, shown and offered as the download's name only.
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    # One of IMAGE_TYPES when the content decoded as that image; application/octet-stream for anything else.
+    content_type = models.CharField(max_length=100)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    thumbnail_width = models.PositiveIntegerField(null=True, blank=True)
+    thumbnail_height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="chat_attachment_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes) in {self.message_id}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in IMAGE_TYPES
 
 
 class PrivateMessageManager(models.Manager["PrivateMessage"]):

@@ -10,7 +10,7 @@ from django.db.models.functions import Lower
 
 from accounts.models import User
 from chat import presence
-from chat.models import Message, Room, RoomVisit
+from chat.models import Attachment, Message, Room, RoomVisit
 
 SEARCH_CONFIG = "english"
 
@@ -52,7 +52,7 @@ def room_last_read_id(*, room: Room, user: User) -> int | None:
 def messages_visible_to(*, user: User) -> QuerySet[Message]:
     """Room messages, and the private messages the user sent or received."""
     visible = Q(recipient=None) | Q(recipient=user) | Q(author=user)
-    return Message.objects.filter(visible).select_related("room", "author", "recipient")
+    return Message.objects.filter(visible).select_related("room", "author", "recipient", "attachment")
 
 
 def room_latest_message_id(*, room: Room) -> int:
@@ -99,11 +99,8 @@ def _recent(visible: Q, *, before: int | None, limit: int | None) -> list[Messag
     messages = Message.objects.filter(visible)
     if before is not None:
         messages = messages.filter(id__lt=before)
-    page = list(
-        reversed(
-            messages.select_related("author", "recipient").order_by("-id")[: limit or settings.CHAT_HISTORY_LENGTH]
-        )
-    )
+    newest = messages.select_related("author", "recipient", "attachment").order_by("-id")
+    page = list(reversed(newest[: limit or settings.CHAT_HISTORY_LENGTH]))
     # One query for the mentions of the whole page, none when no message names anyone.
     prefetch_related_objects([m for m in page if "@" in m.body], "mentions")
     return page
@@ -127,7 +124,11 @@ def message_list_recent(
 
 def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
     """The room's messages matching every word, newest first: full-text on PostgreSQL, substrings elsewhere."""
-    messages = Message.objects.filter(room=room, recipient=None).select_related("author").prefetch_related("mentions")
+    messages = (
+        Message.objects.filter(room=room, recipient=None)
+        .select_related("author", "attachment")
+        .prefetch_related("mentions")
+    )
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import SearchQuery, SearchVector
 
@@ -143,7 +144,11 @@ def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
 
 def message_context(*, room: Room, message_id: int, around: int = 25) -> list[Message]:
     """A room message with the messages just before and after it, oldest first."""
-    messages = Message.objects.filter(room=room, recipient=None).select_related("author").prefetch_related("mentions")
+    messages = (
+        Message.objects.filter(room=room, recipient=None)
+        .select_related("author", "attachment")
+        .prefetch_related("mentions")
+    )
     before = messages.filter(id__lt=message_id).order_by("-id")[:around]
     rest = messages.filter(id__gte=message_id).order_by("id")[: around + 1]
     return [*reversed(before), *rest]
@@ -152,3 +157,11 @@ def message_context(*, room: Room, message_id: int, around: int = 25) -> list[Me
 def user_get_by_username(*, username: str) -> User | None:
     users = get_user_model().objects.alias(username_lower=Lower("username"))
     return users.filter(username_lower=username.lower()).first()
+
+
+def attachment_get_visible(*, user: User, attachment_id: int) -> Attachment | None:
+    """The attachment, if the user may read the message that carries it (a conversation page reuses this)."""
+    if not user.is_authenticated:
+        return None
+    visible = messages_visible_to(user=user).filter(retracted_at=None)
+    return Attachment.objects.filter(pk=attachment_id, message__in=visible.values("pk")).first()

@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial, wraps
@@ -16,13 +16,25 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import User
-from chat import fragments, selectors
-from chat.models import MENTION_RE, ROOM_NAME_RE, Message, Room, RoomVisit
+from chat import attachments, formatting, fragments, selectors
+from chat.models import (
+    MENTION_RE,
+    REACTION_EMOJI,
+    ROOM_NAME_RE,
+    Attachment,
+    Message,
+    Reaction,
+    Room,
+    RoomVisit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -241,20 +253,34 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
 
 
 def message_create(*, room: Room, author: User, body: str, recipient: User | None = None) -> Message:
-    message = Message.objects.create(room=room, author=author, recipient=recipient, body=body)
-    if recipient is None:
-        message_mentions_set(message=message)
+    # Mentions are looked up first: the rendering marks them, and is stored with the row in one INSERT.
+    mentioned = None if recipient is not None else message_mentions_find(body=body, author=author)
+    message = Message.objects.create(
+        room=room,
+        author=author,
+        recipient=recipient,
+        body=body,
+        body_html=formatting.render_message(body, mention_names=[user.username for user in mentioned or []]),
+    )
+    if mentioned is not None:
+        message_mentions_record(message=message, users=mentioned)
+    # No attachment yet (attachment_create adds one before the commit): rendering it needs no query.
+    Message.attachment.related.set_cached_value(message, None)
     # Published once stored: at once in autocommit, after the commit inside a transaction.
     transaction.on_commit(partial(message_publish, message=message), robust=False)
     return message
 
 
-def message_mentions_set(*, message: Message) -> None:
-    """Record the existing users a room message names as @username (no query when it names nobody)."""
-    if "@" not in message.body:
-        return
-    names = {match["username"].lower() for match in MENTION_RE.finditer(message.body)}
-    users = selectors.users_by_usernames(usernames=names - {message.author.username.lower()})
+def message_mentions_find(*, body: str, author: User) -> list[User] | None:
+    """The existing users a room message names as @username; None (and no query) when it names nobody."""
+    if "@" not in body:
+        return None
+    names = {match["username"].lower() for match in MENTION_RE.finditer(body)}
+    return selectors.users_by_usernames(usernames=names - {author.username.lower()})
+
+
+def message_mentions_record(*, message: Message, users: list[User]) -> None:
+    """Record who the message mentions (their pages highlight it, their directories flag the room)."""
     message.mentions.set(users)
     prefetch_related_objects([message], "mentions")
 
@@ -281,10 +307,12 @@ def message_edit(*, message: Message, by: User, body: str) -> Message:
     if len(body) > settings.CHAT_MESSAGE_MAX_LENGTH:
         limit = settings.CHAT_MESSAGE_MAX_LENGTH
         raise ChatError(f"Messages can be at most {limit:,} characters; yours has {len(body):,}.", reason="too_long")
+    mentioned = None if message.is_private else message_mentions_find(body=body, author=message.author)
     message.body, message.edited_at = body, timezone.now()
-    message.save(update_fields=["body", "edited_at"])
+    message.body_html = formatting.render_message(body, mention_names=[user.username for user in mentioned or []])
+    message.save(update_fields=["body", "body_html", "edited_at"])
     if not message.is_private:
-        message_mentions_set(message=message)
+        message_mentions_record(message=message, users=mentioned or [])
     transaction.on_commit(partial(message_replaced_publish, message=message))
     return message
 
@@ -292,9 +320,16 @@ def message_edit(*, message: Message, by: User, body: str) -> Message:
 def message_retract(*, message: Message, by: User) -> Message:
     """Delete one's own message: its text goes, a "message deleted" placeholder keeps its place."""
     message_own_check(message=message, by=by)
-    message.body, message.retracted_at = "", timezone.now()
-    message.save(update_fields=["body", "retracted_at"])
+    message.body, message.body_html, message.retracted_at = "", "", timezone.now()
+    message.reactions_summary = {}
+    message.save(update_fields=["body", "body_html", "retracted_at", "reactions_summary"])
     message.mentions.clear()
+    message.reactions.all().delete()
+    attachment = message.attachment_or_none
+    if attachment is not None:
+        attachment.delete()
+        Message.attachment.related.set_cached_value(message, None)
+        transaction.on_commit(partial(attachment_files_delete, names=attachment_file_names([attachment])))
     transaction.on_commit(partial(message_replaced_publish, message=message))
     return message
 
@@ -312,6 +347,151 @@ def message_replaced_publish(*, message: Message) -> None:
     event = {"type": "chat.fragment", "html": fragments.message_replaced(message=message)}
     for group in message_groups(message=message):
         group_publish(group, event)
+
+
+def reaction_emoji_validate(emoji: str) -> str:
+    """One of the eight emoji, also when typed without the variation selector (a bare heart)."""
+    emoji = emoji.strip()
+    for allowed in REACTION_EMOJI:
+        if emoji in (allowed, allowed.removesuffix("\ufe0f")):
+            return allowed
+    raise ChatError(f"React with one of {' '.join(REACTION_EMOJI)}.", reason="bad_emoji")
+
+
+def reaction_toggle(*, message: Message, user: User, emoji: str) -> Message:
+    """Give the user's reaction with this emoji to the message, or take it back; every open page sees the counts."""
+    emoji = reaction_emoji_validate(emoji)
+    if message.retracted_at is not None:
+        raise ChatError("That message was deleted.", reason="retracted")
+    if message.room.read_only:
+        raise ChatError(f"#{message.room.name} is read-only: nothing in it can change now.", reason="room_read_only")
+    with transaction.atomic():
+        # The message's row is the lock: two toggles at once cannot both rewrite its summary from stale rows.
+        Message.objects.select_for_update().filter(pk=message.pk).values_list("pk").get()
+        taken_back, _ = Reaction.objects.filter(message=message, user=user, emoji=emoji).delete()
+        if not taken_back:
+            Reaction.objects.create(message=message, user=user, emoji=emoji)
+        summary: dict[str, list[int]] = {}
+        for given, user_id in Reaction.objects.filter(message=message).order_by("id").values_list("emoji", "user_id"):
+            summary.setdefault(given, []).append(user_id)
+        Message.objects.filter(pk=message.pk).update(reactions_summary=summary)
+        message.reactions_summary = summary
+        transaction.on_commit(partial(reactions_publish, message=message))
+    return message
+
+
+@published_best_effort
+def reactions_publish(*, message: Message) -> None:
+    """Replace the message's reactions in every page that shows it, rendered once."""
+    event = {"type": "chat.fragment", "html": fragments.reactions(message=message)}
+    for group in message_groups(message=message):
+        group_publish(group, event)
+
+
+def attachment_rate_check(*, author: User) -> None:
+    """At most N uploads per sliding window per user; call it in the transaction that stores (it locks the author)."""
+    User.objects.select_for_update().filter(pk=author.pk).values_list("pk").get()
+    window = settings.CHAT_ATTACHMENT_RATE_SECONDS
+    since = timezone.now() - timedelta(seconds=window)
+    sent = Attachment.objects.filter(message__author=author, created_at__gte=since).count()
+    if sent >= settings.CHAT_ATTACHMENT_RATE_LIMIT:
+        raise ChatError(
+            f"Slow down: at most {settings.CHAT_ATTACHMENT_RATE_LIMIT} files in {window:g} seconds. "
+            "Try again in a moment.",
+            reason="upload_rate_limited",
+        )
+
+
+def attachment_size_check(*, size: int | None) -> None:
+    limit = settings.CHAT_ATTACHMENT_MAX_BYTES
+    if not size:
+        raise ChatError("That file is empty: choose a file to share.", reason="upload_empty")
+    if size > limit:
+        raise ChatError(
+            f"Files can be at most {limit / 1024 / 1024:g} MiB; that one is larger.", reason="upload_too_large"
+        )
+
+
+def attachment_create(
+    *, room: Room, author: User, upload: UploadedFile | None, caption: str = "", recipient: User | None = None
+) -> Message:
+    """Share a file in a room (or privately with `recipient`) as a message, shown live like any other.
+
+    Images get a thumbnail, made once here. Who may then fetch the file follows who may read the message
+    (selectors.attachment_get_visible), so a conversation page can share files through this as well.
+    """
+    if room.read_only:
+        raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
+    if upload is None:
+        raise ChatError("Choose a file to share.", reason="upload_missing")
+    attachment_size_check(size=upload.size)
+    caption = caption.replace("\x00", "").strip()
+    if len(caption) > settings.CHAT_MESSAGE_MAX_LENGTH:
+        raise ChatError(f"Captions can be at most {settings.CHAT_MESSAGE_MAX_LENGTH:,} characters.", reason="too_long")
+    try:
+        inspected = attachments.inspect(
+            upload,
+            max_pixels=settings.CHAT_ATTACHMENT_MAX_PIXELS,
+            thumbnail_size=settings.CHAT_ATTACHMENT_THUMBNAIL_SIZE,
+        )
+    except attachments.ImageTooLarge as error:
+        raise ChatError(
+            f"That image is too large to show ({error} pixels; at most {settings.CHAT_ATTACHMENT_MAX_PIXELS:,}).",
+            reason="upload_too_many_pixels",
+        ) from error
+    name = (upload.name or "file").replace("\x00", "")[-255:] or "file"
+    attachment = Attachment(
+        name=name,
+        size=upload.size,
+        content_type=inspected.content_type,
+        width=inspected.width,
+        height=inspected.height,
+        thumbnail_width=inspected.thumbnail_width,
+        thumbnail_height=inspected.thumbnail_height,
+    )
+    stored: list[str] = []
+    committed = []
+    try:
+        with transaction.atomic():
+            # First of the commit's callbacks: a failing live delivery after it must not delete committed files.
+            transaction.on_commit(partial(committed.append, True))
+            attachment_rate_check(author=author)
+            message = message_create(room=room, author=author, body=caption, recipient=recipient)
+            attachment.message = message
+            # The storage writes the bytes under a name of our own (Attachment.file's upload_to), never the upload's.
+            attachment.file.save(name, upload, save=False)
+            stored.append(attachment.file.name)
+            if inspected.thumbnail is not None:
+                attachment.thumbnail.save(
+                    f"thumbnail{attachments.thumbnail_extension(inspected.thumbnail)}",
+                    ContentFile(inspected.thumbnail),
+                    save=False,
+                )
+                stored.append(attachment.thumbnail.name)
+            attachment.save()
+    except BaseException:
+        if not committed:
+            attachment_files_delete(names=stored)  # nothing is stored: no file either
+        raise
+    logger.info(
+        "attachment stored",
+        extra={"room": room.name, "user": author.username, "size": attachment.size, "type": attachment.content_type},
+    )
+    return message
+
+
+def attachment_file_names(shared: Iterable[Attachment]) -> list[str]:
+    """The storage names of these attachments' files and thumbnails."""
+    return [name for attachment in shared for name in (attachment.file.name, attachment.thumbnail.name) if name]
+
+
+def attachment_files_delete(*, names: list[str]) -> None:
+    """Remove files from the storage once the rows that named them are gone; a failure is logged, not raised."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # the storage's errors depend on its backend (disk, S3)
+            logger.warning("attachment file not deleted", exc_info=True, extra={"file": name})
 
 
 def room_mark_read(*, room: Room, user: User, latest_id: int | None = None) -> int | None:
@@ -370,8 +550,10 @@ def message_delete_many(*, messages: QuerySet[Message], by: User) -> int:
         for group in groups:
             removals[group].append(message.pk)
     with transaction.atomic():
+        files = attachment_file_names(Attachment.objects.filter(message__in=[message.pk for message in doomed]))
         Message.objects.filter(pk__in=[message.pk for message in doomed]).delete()
         transaction.on_commit(partial(messages_removed_publish, removals=dict(removals)))
+        transaction.on_commit(partial(attachment_files_delete, names=files))
     logger.info(
         "messages deleted",
         extra={

@@ -3,13 +3,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseForbidden,
+)
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chat import fragments, selectors, services
-from chat.models import Room
+from chat import attachments, fragments, selectors, services
+from chat.models import Attachment, Room
 
 
 @require_GET
@@ -52,18 +62,24 @@ def room_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 @room_view
 def room_detail(request: HttpRequest, room: Room) -> HttpResponse:
     """The room page: its recent log, who is online, the message box."""
+    return room_page(request, room)
+
+
+def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
+    """The room page, also with an error in #chat-error (an upload posted without htmx)."""
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
     context = {
         **fragments.limits(),
         "room": room,
+        "error": error,
         # Not "messages": that is django.contrib.messages' notices in base.html.
         "chat_messages": messages,
         "divider_id": selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=request.user),
         "online_users": selectors.room_online_users(room=room),
     }
-    return render(request, "chat/room.html", context)
+    return render(request, "chat/room.html", context, status=status)
 
 
 @require_GET
@@ -143,3 +159,87 @@ def private_message_form(request: HttpRequest, room: Room) -> HttpResponse:
     recipient = selectors.user_get_by_username(username=request.GET.get("to", ""))
     draft = f"/pm {recipient.username} " if recipient else ""
     return HttpResponse(fragments.message_form(room=room, draft=draft, oob=False))
+
+
+@require_POST
+@login_required
+def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
+    """Give or take back one's reaction (`emoji`) to a message one may read; the page gets the new counts."""
+    message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
+    try:
+        services.reaction_toggle(message=message, user=request.user, emoji=request.POST.get("emoji", ""))
+    except services.ChatError as error:
+        if error.reason == "bad_emoji":
+            return HttpResponseBadRequest(str(error))
+        return HttpResponseForbidden(str(error))
+    if not request.htmx:
+        return redirect("chat:room", room_name=message.room.name)
+    # Swapped out of band (the button says hx-swap="none"); the socket brings the same to the other pages.
+    return HttpResponse(fragments.reactions(message=message))
+
+
+# Exempt here, checked below: the size limit's handler must be in place before anything reads the body, and the
+# CSRF middleware would read it first.
+@csrf_exempt
+@require_POST
+@login_required
+def attachment_upload(request: HttpRequest, room_name: str) -> HttpResponse:
+    """Share the posted `file` (and `caption`) in the room as a message; an error shows in #chat-error."""
+    limiter = attachments.SizeLimitedUploadHandler(request, limit=settings.CHAT_ATTACHMENT_MAX_BYTES)
+    request.upload_handlers.insert(0, limiter)
+    return _attachment_upload(request, room_name, limiter=limiter)
+
+
+@csrf_protect
+@room_view
+def _attachment_upload(
+    request: HttpRequest, room: Room, limiter: attachments.SizeLimitedUploadHandler
+) -> HttpResponse:
+    upload = request.FILES.get("file")  # reads the body, through the limiter
+    try:
+        if limiter.too_large:
+            services.attachment_size_check(size=settings.CHAT_ATTACHMENT_MAX_BYTES + 1)
+        services.attachment_create(
+            room=room, author=request.user, upload=upload, caption=request.POST.get("caption", "")
+        )
+    except services.ChatError as error:
+        if not request.htmx:  # the plain form: the room page again, with the sentence
+            return room_page(request, room, error=str(error), status=400)
+        return HttpResponse(fragments.chat_error(error=str(error)))
+    if not request.htmx:
+        return redirect("chat:room", room_name=room.name)
+    # The message itself arrives over the socket, like every other; here the error is cleared and the form reset.
+    return HttpResponse(fragments.chat_error() + fragments.upload_form(request=request, room=room))
+
+
+@require_GET
+def attachment_file(request: HttpRequest, attachment_id: int, thumbnail: bool = False) -> HttpResponse:
+    """An attachment's bytes (or its thumbnail) for someone who may read its message; 404 for anyone else."""
+    attachment = selectors.attachment_get_visible(user=request.user, attachment_id=attachment_id)
+    if attachment is None or (thumbnail and not attachment.thumbnail):
+        raise Http404("No such file.")
+    return attachment_response(attachment, thumbnail=thumbnail)
+
+
+def attachment_response(attachment: Attachment, *, thumbnail: bool = False) -> HttpResponse:
+    """Only the four image types are shown inline; anything else is a download, so SVG or HTML never renders here."""
+    stored = attachment.thumbnail if thumbnail else attachment.file
+    if thumbnail:
+        content_type = "image/png" if stored.name.endswith(".png") else "image/jpeg"
+    else:
+        content_type = attachment.content_type if attachment.is_image else attachments.OTHER_FILE
+    inline = thumbnail or attachment.is_image
+    accel = settings.CHAT_ATTACHMENT_ACCEL_REDIRECT
+    if accel:
+        # nginx sends the bytes from its internal location; the headers set here go with them.
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = accel.rstrip("/") + "/" + stored.name
+        response["Content-Disposition"] = content_disposition_header(not inline, attachment.name)
+    else:
+        response = FileResponse(stored.open("rb"), as_attachment=not inline, filename=attachment.name)
+        response["Content-Type"] = content_type
+    response["X-Content-Type-Options"] = "nosniff"
+    # Private to the reader: no shared cache keeps a file that only some people may read.
+    response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

@@ -178,8 +178,29 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Attachments (README, "Attachments"): a local folder by default, never served directly (only through the view
+# that checks the reader's access); an S3-compatible bucket with django-storages (requirements/s3.txt) when set.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "media")
+ATTACHMENT_STORAGE = os.environ.get("ATTACHMENT_STORAGE", "local").strip().lower()
+if ATTACHMENT_STORAGE == "local":
+    DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif ATTACHMENT_STORAGE == "s3":
+    # Credentials come from boto3's own sources: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, a role.
+    DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", ""),
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"ATTACHMENT_STORAGE is {ATTACHMENT_STORAGE!r}: use local (the default) or s3.")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": DEFAULT_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 # No manifest: pages render and whitenoise serves from the static folders even before collectstatic.
@@ -228,6 +249,16 @@ CHAT_HISTORY_LENGTH = 50
 CHAT_EDIT_WINDOW_SECONDS = int(os.environ.get("CHAT_EDIT_WINDOW_SECONDS", "900"))
 CHAT_RATE_LIMIT_MESSAGES = int(os.environ.get("CHAT_RATE_LIMIT_MESSAGES", "10"))
 CHAT_RATE_LIMIT_SECONDS = float(os.environ.get("CHAT_RATE_LIMIT_SECONDS", "10"))
+# Attachments: the largest file accepted, uploads per user per sliding window, the largest image decoded
+# (width x height, against decompression bombs), and the thumbnail's longest side.
+CHAT_ATTACHMENT_MAX_BYTES = int(os.environ.get("CHAT_ATTACHMENT_MAX_BYTES", str(10 * 1024 * 1024)))
+CHAT_ATTACHMENT_RATE_LIMIT = int(os.environ.get("CHAT_ATTACHMENT_RATE_LIMIT", "5"))
+CHAT_ATTACHMENT_RATE_SECONDS = float(os.environ.get("CHAT_ATTACHMENT_RATE_SECONDS", "60"))
+CHAT_ATTACHMENT_MAX_PIXELS = int(os.environ.get("CHAT_ATTACHMENT_MAX_PIXELS", str(50_000_000)))
+CHAT_ATTACHMENT_THUMBNAIL_SIZE = 320
+# Behind nginx: the URL prefix of its internal location for MEDIA_ROOT (deploy/nginx.conf). Set, the file view
+# checks access and answers with X-Accel-Redirect, and nginx sends the bytes. Unset: the app streams them.
+CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT", "").strip()
 # A process refreshes its connections every PRESENCE_HEARTBEAT seconds; connections not refreshed
 # for PRESENCE_TIMEOUT seconds belong to a process that died and are removed by the next heartbeat
 # of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (DESIGN.md).

@@ -29,6 +29,10 @@ if [ "$processes" -gt 1 ] && [ -z "${REDIS_URL:-}" ]; then
   exit 2
 fi
 daphne=${DAPHNE:-.venv/bin/daphne}
+if [ -n "$nginx_port" ]; then
+  # nginx sends the attachments' bytes from its internal location, once the app has checked the reader.
+  export CHAT_ATTACHMENT_ACCEL_REDIRECT=${CHAT_ATTACHMENT_ACCEL_REDIRECT-/_attachments/}
+fi
 log_dir=${LOG_DIR:-$(mktemp -d -t chat-run-XXXXXX)}
 export DJANGO_SETTINGS_MODULE=config.settings
 # One descriptor per socket.
@@ -62,12 +66,13 @@ if [ -n "$nginx_port" ]; then
     echo "http {"
     echo "  access_log off; client_body_temp_path $log_dir; proxy_temp_path $log_dir;"
     echo "  fastcgi_temp_path $log_dir; uwsgi_temp_path $log_dir; scgi_temp_path $log_dir;"
-    # deploy/nginx.conf with this run's upstream, port and static folder.
+    # deploy/nginx.conf with this run's upstream, port, static and media folders.
     sed -e "/^upstream chat_daphne/,/^}/c\\
 upstream chat_daphne { least_conn; $(printf 'server 127.0.0.1:%s; ' "${ports[@]}")keepalive 32; }" \
       -e "s#listen 80;#listen 127.0.0.1:$nginx_port;#" \
       -e "s#server_name chat.example.com;#server_name 127.0.0.1 localhost;#" \
       -e "s#/srv/chat/staticfiles/#$PWD/staticfiles/#" \
+      -e "s#/srv/chat/media/#${MEDIA_ROOT:-$PWD/media}/#" \
       deploy/nginx.conf
     echo "}"
   } >"$conf"

@@ -79,3 +79,18 @@ def test_sourcing_env_example_as_is_changes_nothing():
     values = {name: value for name, value in env_example().items() if value is not None}
 
     assert settings_seen_with(values) == settings_seen_with({})
+
+
+def test_attachments_go_to_media_root_by_default_and_to_an_s3_bucket_when_configured(tmp_path):
+    code = "import json; from django.conf import settings as s; print(json.dumps(s.STORAGES['default'], default=str))"
+    local = json.loads(django_process(code, {"MEDIA_ROOT": str(tmp_path)}).stdout.splitlines()[-1])
+    assert local == {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    env = {"ATTACHMENT_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "files", "AWS_S3_ENDPOINT_URL": "http://s3.test"}
+    s3 = json.loads(django_process(code, env).stdout.splitlines()[-1])
+    assert s3["BACKEND"] == "storages.backends.s3.S3Storage"
+    assert s3["OPTIONS"]["bucket_name"] == "files"
+    assert s3["OPTIONS"]["endpoint_url"] == "http://s3.test"
+    assert s3["OPTIONS"]["default_acl"] == "private"
+    refused = django_process("pass", {"ATTACHMENT_STORAGE": "ftp"}, check=False)
+    assert refused.returncode != 0
+    assert "use local (the default) or s3" in refused.stderr

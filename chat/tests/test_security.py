@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,11 +21,15 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import User
-from chat import fragments, presence, services
+from chat import formatting, fragments, presence, services
 from chat.models import Message, Room
 from chat.tests.conftest import arrived, departed, joined, open_socket, receive_until, send_message
 from tests.support.html import parse, visible_text
 from tests.support.servers import BASE_DIR
+
+ALLOWED_TAGS = set(formatting.ALLOWED_TAGS)
+# What the Markdown subset reads as formatting: emphasis, code, quotes, escapes, line breaks, links.
+MARKDOWN_SIGNS = re.compile(r"[*_`~>\\\n\r]|https?://", re.IGNORECASE)
 
 # Markup that must stay text wherever user text is shown. None has leading or trailing spaces (messages are
 # stripped) and none has a space in its first word, so each can also stand where a /pm username goes.
@@ -72,8 +77,8 @@ def logged_in(user: User) -> Client:
 
 
 def message_log(html: str) -> str:
-    """The #messages element's content (messages hold no div of their own)."""
-    return html.split('id="messages"', 1)[1].split("</div>", 1)[0]
+    """The #messages element's messages (they end where its "No messages yet" line begins)."""
+    return html.split('id="messages"', 1)[1].split('<p class="empty">', 1)[0]
 
 
 def header_and_online_list(html: str) -> str:
@@ -258,7 +263,9 @@ def test_the_directory_echoes_a_hostile_room_name_as_text_only(alice_client: Cli
 @pytest.mark.django_db
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(min_size=1, max_size=300))
-def test_any_text_through_the_message_pipeline_renders_as_that_text_and_nothing_else(alice, bob, settings, text):
+def test_any_text_through_the_message_pipeline_renders_as_allowlisted_markup_and_that_text(alice, bob, settings, text):
+    """Markdown may add the allowlisted elements (chat/tests/test_formatting.py); without its signs, the text is
+    shown exactly as typed, and nothing else ever changes the message's structure."""
     settings.CHAT_RATE_LIMIT_MESSAGES = 10**9
     room = services.room_get_or_create(name="lobby")
     try:
@@ -276,10 +283,15 @@ def test_any_text_through_the_message_pipeline_renders_as_that_text_and_nothing_
         assert not text.replace("\x00", "").strip()
         return
     html = fragments.message_appended(message=message)
-    baseline = Message(pk=message.pk, room=room, author=alice, recipient=message.recipient, body="x")
-    assert skeleton(html) == skeleton(fragments.message_appended(message=baseline))
-    body = "".join(parse(html.split('class="message-body">')[1].split("</p>")[0]).text)
-    assert body == message.body
+    body_html = html.split('class="message-body">')[1].split("</div>")[0]
+    baseline = Message(pk=message.pk, room=room, author=alice, recipient=message.recipient, body="x", body_html="")
+    baseline_html = fragments.message_appended(message=baseline)
+    outside = lambda page: [element for element in skeleton(page) if element[0] not in ALLOWED_TAGS]  # noqa: E731
+    assert outside(html) == outside(baseline_html)
+    assert {tag for tag, _ in skeleton(body_html)} <= ALLOWED_TAGS
+    if not MARKDOWN_SIGNS.search(message.body):
+        body = "".join(parse(body_html).text)
+        assert body == message.body
     assert message.body.strip() == message.body
     assert message.body in text.replace("\x00", "")
 

@@ -68,14 +68,14 @@ def test_sending_a_message_is_one_insert_plus_the_rate_check(alice, room, django
 def test_a_mention_of_an_existing_user_is_recorded_and_shown_as_a_mention(alice, bob, room):
     message = services.message_create(room=room, author=alice, body="@BOB and @ghost, see @alice. mail a@b")
     assert list(message.mentions.all()) == [bob]
-    assert message.body_segments() == [("", False), ("@BOB", True), (" and @ghost, see @alice. mail a@b", False)]
+    assert message.body_html == '<p><span class="mention">@BOB</span> and @ghost, see @alice. mail a@b</p>'
 
 
 def test_a_message_without_an_at_sign_costs_no_mention_query(alice, room, django_assert_num_queries):
     message = services.message_create(room=room, author=alice, body="plain")
     with django_assert_num_queries(0):
         assert message.mentioned_ids == []
-        assert message.body_segments() == [("plain", False)]
+        assert message.body_markup == "<p>plain</p>"
 
 
 def test_authors_edit_their_messages_within_the_window_and_nobody_else_can(alice, bob, room):

@@ -53,6 +53,8 @@ def server_env(database: Path) -> dict[str, str]:
     """The environment of a production-like server (DEBUG off) on its own SQLite file, in-memory channel layer."""
     return {
         "DATABASE_URL": f"sqlite:///{database}",
+        # Uploaded files beside the database, not in the project's own media folder.
+        "MEDIA_ROOT": str(database.parent / "media"),
         "SECRET_KEY": "e2e",
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0004_message_search_index'),
+        ('chat', '0008_message_attachments'),
     ]
 
     operations = [

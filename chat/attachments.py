@@ -1,0 +1,111 @@
+"""Uploaded files: their type judged from the content, thumbnails made once, and the upload's size bounded."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Leading bytes of the four image types shown in the page; anything else is a file, whatever its name says.
+SIGNATURES = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+}
+PILLOW_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
+OTHER_FILE = "application/octet-stream"
+
+
+class ImageTooLarge(Exception):
+    """The image's header announces more pixels than the limit: it is refused before it is decoded."""
+
+
+@dataclass(frozen=True)
+class Inspected:
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+    thumbnail: bytes | None = None
+    thumbnail_width: int | None = None
+    thumbnail_height: int | None = None
+
+
+def sniff(head: bytes) -> str | None:
+    """The image type the first bytes announce, or None."""
+    for content_type, signatures in SIGNATURES.items():
+        if head.startswith(signatures):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def inspect(upload: UploadedFile, *, max_pixels: int, thumbnail_size: int) -> Inspected:
+    """Judge the file by its content; an image that decodes gets its size and a thumbnail, anything else is a file.
+
+    The pixel count is read from the header, before any decoding, so a small file announcing a huge image (a
+    decompression bomb) is refused without allocating it.
+    """
+    upload.seek(0)
+    announced = sniff(upload.read(16))
+    upload.seek(0)
+    if announced is None:
+        return Inspected(content_type=OTHER_FILE)
+    try:
+        with Image.open(upload, formats=[PILLOW_FORMATS[announced]]) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"{width}x{height}")
+            image.seek(0)
+            image.load()
+            thumbnail = ImageOps.exif_transpose(image)
+            thumbnail.thumbnail((thumbnail_size, thumbnail_size))
+            has_alpha = thumbnail.mode in {"RGBA", "LA", "P", "PA"}
+            thumbnail = thumbnail.convert("RGBA" if has_alpha else "RGB")
+            data = io.BytesIO()
+            # PNG keeps transparency (PNG, GIF, WebP); JPEG is smaller for photographs.
+            thumbnail.save(data, format="PNG" if has_alpha else "JPEG", quality=85, optimize=True)
+            return Inspected(
+                content_type=announced,
+                width=width,
+                height=height,
+                thumbnail=data.getvalue(),
+                thumbnail_width=thumbnail.width,
+                thumbnail_height=thumbnail.height,
+            )
+    except Image.DecompressionBombError as error:  # Pillow's own, larger limit, checked as it opens the file
+        raise ImageTooLarge(str(error).split(" pixels")[0].removeprefix("Image size (")) from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        # Says it is an image but does not decode as one: offered as a download, never shown.
+        return Inspected(content_type=OTHER_FILE)
+    finally:
+        upload.seek(0)
+
+
+def thumbnail_extension(data: bytes) -> str:
+    return ".png" if data.startswith(SIGNATURES["image/png"][0]) else ".jpg"
+
+
+class SizeLimitedUploadHandler(FileUploadHandler):
+    """Stops keeping a file's bytes once it passes the limit, so an oversize upload never fills the disk.
+
+    First in the request's handlers: it passes each chunk on to Django's own handlers until the limit, then skips
+    the rest of the file (the parser reads it on, discarding it) and remembers that it did.
+    """
+
+    def __init__(self, request=None, *, limit: int) -> None:
+        super().__init__(request)
+        self.limit = limit
+        self.too_large = False
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if start + len(raw_data) > self.limit:
+            self.too_large = True
+            raise SkipFile
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None

@@ -1,0 +1,401 @@
+"""Attachments: uploads judged by their content, limits, the live message, and who may fetch the bytes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from PIL import Image
+
+from chat import fragments, services
+from chat.models import Attachment, Message, Room
+from chat.tests.conftest import drain, joined, receive_until
+from tests.support.html import parse, visible_text
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []
+
+
+def png_bytes(size: tuple[int, int] = (640, 480), color: str = "teal") -> bytes:
+    data = io.BytesIO()
+    Image.new("RGB", size, color).save(data, format="PNG")
+    return data.getvalue()
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (40, 30)) -> bytes:
+    data = io.BytesIO()
+    Image.new("RGB", size, "orange").save(data, format=fmt)
+    return data.getvalue()
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def pixel_bomb() -> bytes:
+    """A valid-looking PNG of a few hundred bytes whose header announces 100,000 x 100,000 pixels."""
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def upload(client: Client, name: str, content: bytes, room: str = "lobby", caption: str = "", **headers: str):
+    file = SimpleUploadedFile(name, content, content_type="application/octet-stream")
+    return client.post(f"/chat/{room}/attachments/", {"file": file, "caption": caption}, headers=headers)
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def served(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+@pytest.fixture
+def room(db) -> Room:
+    return services.room_get_or_create(name="lobby")
+
+
+# --- Uploads ------------------------------------------------------------------------------------------------------
+
+
+def test_a_png_becomes_a_message_with_a_thumbnail_linking_to_the_full_image(room, alice, media_root):
+    response = upload(logged_in(alice), "holiday.png", png_bytes(), caption="**look**", HX_Request="true")
+    assert response.status_code == 200
+    message = Message.objects.get()
+    attachment = message.attachment
+    assert (attachment.content_type, attachment.width, attachment.height) == ("image/png", 640, 480)
+    assert (attachment.thumbnail_width, attachment.thumbnail_height) == (320, 240)
+    assert message.body_html == "<p><strong>look</strong></p>"
+    assert len(stored_files(media_root)) == 2
+
+    html = fragments.message_appended(message=Message.objects.select_related("attachment").get())
+    links = [attrs for tag, attrs in parse(html).tags if tag == "a"]
+    images = [attrs for tag, attrs in parse(html).tags if tag == "img"]
+    assert links[0]["href"] == f"/chat/files/{attachment.pk}/"
+    assert images == [
+        {
+            "src": f"/chat/files/{attachment.pk}/thumbnail/",
+            "alt": "holiday.png",
+            "width": "320",
+            "height": "240",
+            "loading": "lazy",
+        }
+    ]
+    assert html.index('<a class="attachment attachment--image"') < html.index("<img")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"), [("JPEG", "image/jpeg"), ("GIF", "image/gif"), ("WEBP", "image/webp")]
+)
+def test_jpeg_gif_and_webp_are_images_too(room, alice, fmt, content_type):
+    upload(logged_in(alice), "picture", image_bytes(fmt))
+    attachment = Attachment.objects.get()
+    assert attachment.content_type == content_type
+    assert attachment.is_image
+    assert attachment.thumbnail
+
+
+def test_a_text_file_is_a_link_with_its_name_and_size(room, alice):
+    upload(logged_in(alice), "notes.txt", b"remember the milk\n" * 100)
+    attachment = Attachment.objects.get()
+    assert attachment.content_type == "application/octet-stream"
+    assert not attachment.thumbnail
+    html = fragments.message_appended(message=Message.objects.select_related("attachment").get())
+    assert "img" not in [tag for tag, _ in parse(html).tags]
+    link = html.split('class="attachment attachment--file"', 1)[1].split("</a>", 1)[0]
+    assert visible_text("<a " + link) == "notes.txt 1.8 KB"
+
+
+def test_an_svg_with_a_script_is_a_download_never_an_image(room, alice):
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>'
+    upload(logged_in(alice), "logo.svg", svg)
+    attachment = Attachment.objects.get()
+    assert not attachment.is_image
+    assert attachment.file.name.endswith(".bin")
+
+
+def test_an_html_file_named_png_is_judged_by_its_content(room, alice):
+    upload(logged_in(alice), "cat.png", b"<html><script>alert(1)</script></html>")
+    attachment = Attachment.objects.get()
+    assert attachment.content_type == "application/octet-stream"
+    assert attachment.file.name.endswith(".bin")
+    assert attachment.name == "cat.png"
+
+
+def test_a_file_claiming_png_that_does_not_decode_is_a_download(room, alice):
+    upload(logged_in(alice), "broken.png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    assert Attachment.objects.get().content_type == "application/octet-stream"
+
+
+def test_a_file_over_the_limit_is_refused_in_chat_error_and_nothing_is_stored(room, alice, settings, media_root):
+    settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
+    response = upload(logged_in(alice), "big.bin", b"x" * 1001, HX_Request="true")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="chat-error"' in html
+    assert "at most" in visible_text(html)
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
+    assert upload(logged_in(alice), "ok.bin", b"x" * 1000).status_code == 302
+
+
+def test_the_default_limit_is_ten_mebibytes(room, alice, settings):
+    assert settings.CHAT_ATTACHMENT_MAX_BYTES == 10 * 1024 * 1024
+    response = upload(logged_in(alice), "big.bin", b"\0" * (10 * 1024 * 1024 + 1), HX_Request="true")
+    assert "at most 10 MiB" in visible_text(response.content.decode())
+    assert not Attachment.objects.exists()
+
+
+def test_an_empty_or_missing_file_is_refused(room, alice, media_root):
+    client = logged_in(alice)
+    assert "empty" in visible_text(upload(client, "empty.txt", b"", HX_Request="true").content.decode())
+    response = client.post("/chat/lobby/attachments/", {"caption": "no file"}, headers={"HX-Request": "true"})
+    assert "Choose a file" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
+
+
+def test_a_refused_upload_without_htmx_shows_the_room_page_with_the_error(room, alice):
+    response = upload(logged_in(alice), "empty.txt", b"")
+    assert response.status_code == 400
+    error = response.content.decode().split('id="chat-error"', 1)[1].split("</div>", 1)[0]
+    assert "That file is empty" in visible_text("<div " + error)
+    assert 'id="upload-form"' in response.content.decode()
+
+
+def test_a_pixel_bomb_is_refused_before_it_is_decoded(room, alice, media_root):
+    bomb = pixel_bomb()
+    assert len(bomb) < 1000
+    response = upload(logged_in(alice), "bomb.png", bomb, HX_Request="true")
+    assert "too large to show" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
+
+
+def test_the_pixel_limit_is_a_setting(room, alice, settings):
+    settings.CHAT_ATTACHMENT_MAX_PIXELS = 100
+    response = upload(logged_in(alice), "small.png", png_bytes((20, 20)), HX_Request="true")
+    assert "too large to show" in visible_text(response.content.decode())
+
+
+def test_uploads_per_user_are_rate_limited(room, alice, bob, settings):
+    settings.CHAT_ATTACHMENT_RATE_LIMIT = 2
+    client = logged_in(alice)
+    for n in range(2):
+        assert upload(client, f"{n}.txt", b"hi").status_code == 302
+    response = upload(client, "3.txt", b"hi", HX_Request="true")
+    assert "Slow down" in visible_text(response.content.decode())
+    assert Attachment.objects.count() == 2
+    assert upload(logged_in(bob), "b.txt", b"hi").status_code == 302
+
+
+def test_uploading_needs_a_login_a_post_and_a_csrf_token(room, alice):
+    assert upload(Client(), "a.txt", b"hi").status_code == 302
+    assert logged_in(alice).get("/chat/lobby/attachments/").status_code == 405
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(alice)
+    assert upload(strict, "a.txt", b"hi").status_code == 403
+    assert not Attachment.objects.exists()
+
+
+def test_a_read_only_room_takes_no_upload(room, alice):
+    Room.objects.filter(pk=room.pk).update(read_only=True)
+    response = upload(logged_in(alice), "a.txt", b"hi", HX_Request="true")
+    assert "read-only" in visible_text(response.content.decode())
+    assert not Attachment.objects.exists()
+
+
+def test_the_room_page_carries_the_upload_form_of_the_contract(room, alice):
+    html = logged_in(alice).get("/chat/lobby/").content.decode()
+    (form,) = [attrs for tag, attrs in parse(html).tags if tag == "form" and attrs.get("id") == "upload-form"]
+    assert form["method"] == "post"
+    assert form["enctype"] == "multipart/form-data"
+    assert form["action"] == "/chat/lobby/attachments/"
+    names = [attrs.get("name") for tag, attrs in parse(html.split('id="upload-form"')[1]).tags if tag == "input"]
+    assert {"file", "caption", "csrfmiddlewaretoken"} <= set(names)
+
+
+def test_the_room_page_shows_attachments_in_a_constant_number_of_queries(
+    room, alice, settings, django_assert_max_num_queries
+):
+    settings.CHAT_ATTACHMENT_RATE_LIMIT = 100
+    client = logged_in(alice)
+    for n in range(3):
+        upload(client, f"{n}.png", png_bytes((10, 10)))
+        upload(client, f"{n}.txt", b"text")
+    with django_assert_max_num_queries(7):
+        html = client.get("/chat/lobby/").content.decode()
+    assert html.count('class="attachment attachment--image"') == 3
+    assert html.count('class="attachment attachment--file"') == 3
+
+
+# --- Deleting -----------------------------------------------------------------------------------------------------
+
+
+def test_deleting_the_message_removes_the_file(room, alice, media_root, django_capture_on_commit_callbacks):
+    upload(logged_in(alice), "a.png", png_bytes())
+    message = Message.objects.get()
+    assert len(stored_files(media_root)) == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        services.message_retract(message=message, by=alice)
+    assert not Attachment.objects.exists()
+    assert stored_files(media_root) == []
+    assert "attachment" not in fragments.message_replaced(message=message)
+
+
+def test_a_moderator_deleting_messages_removes_their_files(
+    room, alice, media_root, django_capture_on_commit_callbacks
+):
+    upload(logged_in(alice), "a.txt", b"one")
+    upload(logged_in(alice), "b.png", png_bytes())
+    with django_capture_on_commit_callbacks(execute=True):
+        services.message_delete_many(messages=Message.objects.all(), by=alice)
+    assert stored_files(media_root) == []
+
+
+# --- Serving ------------------------------------------------------------------------------------------------------
+
+
+def test_a_reader_gets_the_image_inline_with_nosniff(room, alice, bob):
+    content = png_bytes()
+    upload(logged_in(alice), "holiday.png", content)
+    attachment = Attachment.objects.get()
+    response = logged_in(bob).get(f"/chat/files/{attachment.pk}/")
+    assert response.status_code == 200
+    assert served(response) == content
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Disposition"].startswith("inline")
+    thumbnail = logged_in(bob).get(f"/chat/files/{attachment.pk}/thumbnail/")
+    assert thumbnail.status_code == 200
+    assert Image.open(io.BytesIO(served(thumbnail))).size == (320, 240)
+    assert thumbnail["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("notes.txt", b"hello"),
+        ("logo.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'),
+        ("cat.png", b"<html><script>alert(1)</script></html>"),
+    ],
+)
+def test_anything_but_the_four_image_types_is_served_as_a_download(room, alice, bob, name, content):
+    upload(logged_in(alice), name, content)
+    attachment = Attachment.objects.get()
+    response = logged_in(bob).get(f"/chat/files/{attachment.pk}/")
+    assert response.status_code == 200
+    assert served(response) == content
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"].startswith("attachment")
+    assert name in response["Content-Disposition"]
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert logged_in(bob).get(f"/chat/files/{attachment.pk}/thumbnail/").status_code == 404
+
+
+def test_an_outsider_and_an_anonymous_client_get_404(room, alice, bob, carol):
+    upload(logged_in(alice), "a.png", png_bytes())
+    public = Attachment.objects.get()
+    # A file in a private message: only its two people may read it.
+    whisper = services.message_create(room=room, author=alice, body="just for bob", recipient=bob)
+    private = Attachment.objects.create(
+        message=whisper, file=public.file.name, name="secret.txt", size=1, content_type="application/octet-stream"
+    )
+    for path in (f"/chat/files/{public.pk}/", f"/chat/files/{public.pk}/thumbnail/", f"/chat/files/{private.pk}/"):
+        assert Client().get(path).status_code == 404, path
+    assert logged_in(carol).get(f"/chat/files/{private.pk}/").status_code == 404
+    assert logged_in(carol).get(f"/chat/files/{public.pk}/").status_code == 200
+    assert logged_in(bob).get(f"/chat/files/{private.pk}/").status_code == 200
+    assert logged_in(alice).get("/chat/files/999999/").status_code == 404
+
+
+def test_behind_nginx_the_bytes_are_handed_over_with_x_accel_redirect(room, alice, settings):
+    settings.CHAT_ATTACHMENT_ACCEL_REDIRECT = "/_attachments/"
+    upload(logged_in(alice), "notes.txt", b"hello")
+    attachment = Attachment.objects.get()
+    response = logged_in(alice).get(f"/chat/files/{attachment.pk}/")
+    assert response["X-Accel-Redirect"] == f"/_attachments/{attachment.file.name}"
+    assert response.content == b""
+    assert response["Content-Disposition"].startswith("attachment")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Type"] == "application/octet-stream"
+
+
+# --- Live ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("channel_layer")
+async def test_when_alice_uploads_an_image_then_bob_sees_it_live(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    for socket in (alice_socket, bob_socket):
+        await drain(socket)
+    response = await sync_to_async(upload)(await sync_to_async(logged_in)(alice), "a.png", png_bytes(), caption="hi")
+    assert response.status_code == 302
+    attachment = await sync_to_async(Attachment.objects.get)()
+
+    for socket in (alice_socket, bob_socket):
+        frame = await receive_until(socket, lambda f: "attachment--image" in f)
+        assert 'hx-swap-oob="beforeend:#messages"' in frame
+        assert f'src="/chat/files/{attachment.pk}/thumbnail/"' in frame
+        assert f'href="/chat/files/{attachment.pk}/"' in frame
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+def test_the_size_limit_holds_with_the_csrf_check_enforced(room, alice, settings, media_root):
+    # The CSRF check reads the body: it must run after the limit's handler is in place, or the file is kept whole.
+    settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    client.get("/chat/lobby/")
+    token = client.cookies["csrftoken"].value
+    big = SimpleUploadedFile("big.bin", b"x" * 5000)
+    response = client.post(
+        "/chat/lobby/attachments/", {"file": big}, headers={"X-CSRFToken": token, "HX-Request": "true"}
+    )
+    assert response.status_code == 200
+    assert "at most" in visible_text(response.content.decode())
+    assert stored_files(media_root) == []
+    small = SimpleUploadedFile("small.bin", b"x" * 10)
+    ok = client.post("/chat/lobby/attachments/", {"file": small, "csrfmiddlewaretoken": token})
+    assert ok.status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_stored_while_the_live_layer_is_down_is_kept_and_the_uploader_told(alice, media_root, monkeypatch):
+    services.room_get_or_create(name="lobby")
+
+    def layer_down(*args, **kwargs):
+        raise ConnectionError("layer down")
+
+    monkeypatch.setattr("chat.services.get_channel_layer", layer_down)
+    response = upload(logged_in(alice), "a.png", png_bytes(), HX_Request="true")
+    assert "saved, but it could not be delivered live" in visible_text(response.content.decode())
+    assert Attachment.objects.count() == 1
+    assert len(stored_files(media_root)) == 2
+
+
+def test_a_file_shared_privately_is_served_to_its_two_people_only(room, alice, bob, carol):
+    file = SimpleUploadedFile("plan.txt", b"the plan")
+    message = services.attachment_create(room=room, author=alice, upload=file, recipient=bob)
+    assert message.is_private
+    path = f"/chat/files/{message.attachment.pk}/"
+    assert [logged_in(user).get(path).status_code for user in (alice, bob, carol)] == [200, 200, 404]
