@@ -1,7 +1,8 @@
 """Benchmark: start a throwaway stack, run a load scenario against it, optionally profile the servers.
 
     python -m loadtest.bench [--processes N] [--layer core|pubsub|memory] [--database postgres|sqlite]
-                             [--env NAME=VALUE] [--repeat K] [--profile DIR] SCENARIO [scenario options]
+                             [--env NAME=VALUE] [--repeat K] [--profile DIR] [--reference]
+                             SCENARIO [scenario options]
 
 The scenario options are those of `python -m loadtest SCENARIO`, without --url, --server-pid and
 --redis-pid, which the stack fills in. Each run prints one JSON line (the stack, the machine's load
@@ -9,6 +10,11 @@ average before and after, the summary) on stdout and the human line on stderr. W
 samples every daphne process during the measurement window only (not the sign-ins or the connects)
 and writes collapsed stacks (DIR/<scenario>-<run>-<pid>.txt, flamegraph.pl's input) and a summary of
 the hottest functions (DIR/<scenario>-<run>-top.txt).
+
+With --reference, each run first drives the same scenario against the bare broadcast server of the same stack
+(loadtest.reference: Twisted and autobahn, no Django) on this machine, and the record gives each figure of the
+chat as a ratio to it, beside both absolute figures and a machine-speed reference (a fixed pure-Python loop),
+so that a figure can be compared across machines that differ in speed.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import re
@@ -29,6 +36,7 @@ from loadtest.__main__ import build_parser
 from loadtest.client import LoadTestError
 from loadtest.scenarios import human_line, run
 from loadtest.stack import Stack, running
+from tests.support.servers import free_port, wait_for_port
 
 PROFILE_RATE = 50  # samples per second: py-spy falls behind at higher rates on a busy 2-core machine
 
@@ -103,6 +111,62 @@ def hottest(paths: list[Path], count: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_speed_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 5): this machine's speed, beside every figure."""
+    import time
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
+@contextlib.contextmanager
+def reference_server():
+    """loadtest.reference on a free port: (its URL, its pid)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.reference", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+# The figures compared with the reference: (name, path in the summary, lower is better).
+COMPARED = [
+    ("server_us_per_frame", ("server", "us_per_frame")),
+    ("latency_p50_ms", ("latency_ms", "p50")),
+    ("latency_p99_ms", ("latency_ms", "p99")),
+    ("connect_p99_ms", ("connect", "latency_ms", "p99")),
+]
+
+
+def figure(summary: dict, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        summary = summary.get(key) if isinstance(summary, dict) else None
+    return summary if isinstance(summary, int | float) else None
+
+
+def compared(ours: dict, reference: dict) -> dict:
+    """Each compared figure: the chat's, the reference's, and their ratio."""
+    result = {}
+    for name, path in COMPARED:
+        mine, floor = figure(ours, path), figure(reference, path)
+        ratio = round(mine / floor, 2) if mine is not None and floor else None
+        result[name] = {"chat": mine, "reference": floor, "ratio": ratio}
+    return result
+
+
 def build_bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=1, help="daphne processes (default: 1)")
@@ -111,6 +175,9 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra server setting")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the scenario on the same stack")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the measurement window")
+    parser.add_argument(
+        "--reference", action="store_true", help="also run the scenario against loadtest.reference; report ratios"
+    )
     parser.add_argument("scenario", choices=["fanout", "ramp", "churn"])
     parser.add_argument("options", nargs=argparse.REMAINDER, help="options of the scenario")
     return parser
@@ -121,6 +188,10 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
     for index in range(args.repeat):
         label = f"{args.scenario}-{index}"
         profiler = Profiler(stack, args.profile, label) if args.profile else None
+        reference = None
+        if args.reference:
+            with reference_server() as (url, pid):
+                reference = await run(args.scenario, url=url, server_pids=[pid], **{**options, "bare": True})
         load_before = load_average()
         summary = await run(
             args.scenario,
@@ -136,10 +207,23 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
             "stack": {**stack.describe(), "processes": len(stack.urls), "database": args.database},
             "load_average": {"before": load_before, "after": load_average(), "cpus": os.cpu_count()},
             "summary": summary,
+            "machine": {"python_loop_ms": machine_speed_ms()},
+            "command": "python -m loadtest.bench " + " ".join(sys.argv[1:]),
         }
+        if reference is not None:
+            record["reference"] = reference
+            record["compared"] = compared(summary, reference)
         print(json.dumps(record), flush=True)
         tag = f"[{label} {record['stack']['layer']} x{len(stack.urls)} load {load_before}]"
         print(tag, human_line(summary), file=sys.stderr)
+        if reference is not None:
+            print(f"[{label} reference] {human_line(reference)}", file=sys.stderr)
+            ratios = ", ".join(
+                f"{name} {item['chat']} / {item['reference']} = {item['ratio']}x"
+                for name, item in record["compared"].items()
+            )
+            speed = record["machine"]["python_loop_ms"]
+            print(f"[{label} compared, python loop {speed} ms] {ratios}", file=sys.stderr)
         failures += summary["status"] != "ok"
     return 3 if failures else 0
 

@@ -450,3 +450,25 @@ async def test_a_live_message_counts_as_unread_in_the_directories_of_those_who_v
     frame = await receive_until(directory, lambda f: f"beforeend:#unread-{room_id}" in f)
     assert "<i></i>" in frame
     await bob_socket.disconnect()
+
+
+async def test_a_burst_of_messages_reaches_each_directory_as_one_frame_with_an_unread_mark_per_message(alice, bob):
+    """Directories are told once a second per room, not once per message; the author's own messages are not news."""
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    room_id = await _room_id("lobby")
+    directories = {}
+    for user in (alice, bob):
+        directories[user] = await open_directory(user)
+        await receive_until(directories[user], lambda f: 'id="room-list"' in f)
+        await drain(directories[user])  # the online counts of the joins just made
+
+    for text in ("one", "two", "three"):
+        await send_message(alice_socket, text)
+
+    for user, marks in ((bob, 3), (alice, 0)):
+        frames = [f for f in await drain(directories[user], quiet=1.5) if f'id="activity-{room_id}"' in f]
+        assert len(frames) == 1, (user, frames)
+        assert frames[0].count("<i></i>") == marks
+        await directories[user].disconnect()
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
