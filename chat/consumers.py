@@ -395,6 +395,8 @@ class ChatRoomConsumer(HubConsumer):
 class RoomDirectoryConsumer(HubConsumer):
     """The room directory page: online counts, last activity and new rooms, live."""
 
+    listed_up_to = 0
+
     async def connect(self) -> None:
         """Join the directory group and send the whole list again (the page may have been away)."""
         await self.accept()
@@ -411,9 +413,13 @@ class RoomDirectoryConsumer(HubConsumer):
             services.session_group(self.scope["session"]),
         ]
         await self.hub_join(groups)
-        html = await database_sync_to_async(fragments.directory_room_list)(user=self.user)
+        self.listed_up_to, html = await database_sync_to_async(self.room_list)()
         await self.send(text_data=html)
         logger.info("socket connected", extra=socket_log_fields(self.scope))
+
+    def room_list(self) -> tuple[int, str]:
+        """The newest message id the list counts (news up to it is already in it), and the list."""
+        return selectors.message_latest_id(), fragments.directory_room_list(user=self.user)
 
     async def disconnect(self, code: int) -> None:
         await self.hub_leave()
@@ -426,7 +432,11 @@ class RoomDirectoryConsumer(HubConsumer):
             return None
         if "news_html" not in event:
             return frame_of(event)
-        return frame_of(event, news=event["news_count"] - dict(event["authors"]).get(self.user.pk, 0))
+        if event["first_id"] > self.listed_up_to:  # the usual case: one count for every directory of this user
+            return frame_of(event, news=event["news_count"] - dict(event["authors"]).get(self.user.pk, 0))
+        # Listed since the first of these messages: its list already counts those (or its user saw them).
+        later = sum(1 for pk, author in event["messages"] if pk > self.listed_up_to and author != self.user.pk)
+        return frame_of(event, news=later)
 
 
 async def sockets_stop_taking_frames() -> None:

@@ -99,6 +99,8 @@ class DirectoryNews:
     room: Room
     last_message_at: datetime
     authors: Counter[int] = field(default_factory=Counter)
+    # (message id, author id) of each: a directory listed after some of them counts only the later ones.
+    messages: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Hub:
@@ -376,13 +378,14 @@ class Hub:
             except Exception as error:  # pages catch up when the layer is back (layer.back)
                 self.layer_lost(error)
 
-    def directory_note(self, *, room: Room, last_message_at: datetime, author_id: int) -> None:
+    def directory_note(self, *, room: Room, message_id: int, last_message_at: datetime, author_id: int) -> None:
         """One more message in a room, for the directories' next tick."""
         news = self.directory_news.get(room.pk)
         if news is None:
             news = self.directory_news[room.pk] = DirectoryNews(room=room, last_message_at=last_message_at)
         news.last_message_at = max(news.last_message_at, last_message_at)
         news.authors[author_id] += 1
+        news.messages.append((message_id, author_id))
 
     async def directory_announce(self) -> None:
         """Each room's news as one frame for every directory: its last activity, and one more unread per message.
@@ -397,6 +400,8 @@ class Hub:
                 "news_html": fragments.directory_unread_one_more(room=item.room),
                 "news_count": item.authors.total(),
                 "authors": list(item.authors.items()),
+                "messages": item.messages,
+                "first_id": min(message_id for message_id, _ in item.messages),
             }
             try:
                 await self.publish(services.DIRECTORY_GROUP, event)
@@ -452,16 +457,17 @@ def hub() -> Hub:
     return found
 
 
-async def directory_news_note(*, room: Room, last_message_at: datetime, author_id: int) -> None:
+async def directory_news_note(*, room: Room, message_id: int, last_message_at: datetime, author_id: int) -> None:
     """Tell the directories of a room's new message: through this process's hub, coalesced, when one is running."""
     found = _hubs.get(asyncio.get_running_loop())
+    news = {"room": room, "message_id": message_id, "last_message_at": last_message_at, "author_id": author_id}
     if found is not None and found.channel is not None:
-        found.directory_note(room=room, last_message_at=last_message_at, author_id=author_id)
+        found.directory_note(**news)
         return
     # Outside a server (a management command, a test without sockets): at once.
-    news = found or Hub(get_channel_layer())
-    news.directory_note(room=room, last_message_at=last_message_at, author_id=author_id)
-    await news.directory_announce()
+    once = found or Hub(get_channel_layer())
+    once.directory_note(**news)
+    await once.directory_announce()
 
 
 async def hubs_stop() -> None:

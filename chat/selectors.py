@@ -55,6 +55,10 @@ def messages_visible_to(*, user: User) -> QuerySet[Message]:
     return Message.objects.filter(visible).select_related("room", "author", "recipient", "attachment")
 
 
+def message_latest_id() -> int:
+    return Message.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
 def room_latest_message_id(*, room: Room) -> int:
     return Message.objects.filter(room=room, recipient=None).order_by("-id").values_list("id", flat=True).first() or 0
 

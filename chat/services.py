@@ -518,7 +518,7 @@ def message_publish(*, message: Message) -> None:
             from chat.hub import directory_news_note  # the hub publishes through these services
 
             # Coalesced per room and second by this process's hub; one's own message is not news to one's directory.
-            news = partial(directory_news_note, room=message.room, author_id=message.author_id)
+            news = partial(directory_news_note, room=message.room, message_id=message.pk, author_id=message.author_id)
             async_to_sync(news)(last_message_at=message.created_at)
             flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=message.room)}
             for user_id in message.mentioned_ids:
