@@ -9,7 +9,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial, wraps
 
 from asgiref.sync import async_to_sync
@@ -24,7 +24,7 @@ from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import User
-from chat import attachments, formatting, fragments, selectors
+from chat import attachments, flood, formatting, fragments, selectors
 from chat.models import (
     MENTION_RE,
     REACTION_EMOJI,
@@ -224,11 +224,16 @@ def message_rate_check(*, author: User) -> None:
     since = timezone.now() - timedelta(seconds=window)
     sent = Message.objects.filter(author=author, created_at__gte=since).count()
     if sent >= settings.CHAT_RATE_LIMIT_MESSAGES:
-        raise ChatError(
-            f"Slow down: at most {settings.CHAT_RATE_LIMIT_MESSAGES} messages in {window:g} seconds. "
-            "Your message is still in the box; send it again in a moment.",
-            reason="rate_limited",
-        )
+        raise rate_limited()
+
+
+def rate_limited() -> ChatError:
+    window = settings.CHAT_RATE_LIMIT_SECONDS
+    return ChatError(
+        f"Slow down: at most {settings.CHAT_RATE_LIMIT_MESSAGES} messages in {window:g} seconds. "
+        "Your message is still in the box; send it again in a moment.",
+        reason="rate_limited",
+    )
 
 
 def message_post(*, room: Room, author: User, text: str) -> Message | None:
@@ -240,19 +245,34 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
     # No query: a socket keeps its room's read_only current (loaded on connect, then room.status events).
     if room.read_only:
         raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
+    member = None
     try:
         parsed = message_parse(author=author, text=text)
+        # The time the flood count admits is the time stored: any window of stored times holds at most the limit.
+        created_at = timezone.now()
+        admitted, member = flood.message_admit(user_id=author.pk, at=created_at.timestamp())
+        if not admitted:
+            raise rate_limited()
         with transaction.atomic():
-            message_rate_check(author=author)
-            return message_create(room=room, author=author, body=parsed.body, recipient=parsed.recipient)
-    except DatabaseError as error:
-        logger.error("message not stored", exc_info=True, extra={"reason": StorageError.reason})
-        raise StorageError(
-            "Your message could not be saved just now; it is still in the box. Please send it again in a moment."
-        ) from error
+            if member is None:  # Redis could not count: the database does, under the author's row lock
+                message_rate_check(author=author)
+                created_at = None  # then stored at the INSERT, after the lock, as the count assumes
+            body, recipient = parsed.body, parsed.recipient
+            return message_create(room=room, author=author, body=body, recipient=recipient, created_at=created_at)
+    except BaseException as error:
+        if member is not None and not isinstance(error, DeliveryError):  # not stored: the admission goes too
+            flood.message_forget(user_id=author.pk, member=member)
+        if isinstance(error, DatabaseError):
+            logger.error("message not stored", exc_info=True, extra={"reason": StorageError.reason})
+            raise StorageError(
+                "Your message could not be saved just now; it is still in the box. Please send it again in a moment."
+            ) from error
+        raise
 
 
-def message_create(*, room: Room, author: User, body: str, recipient: User | None = None) -> Message:
+def message_create(
+    *, room: Room, author: User, body: str, recipient: User | None = None, created_at: datetime | None = None
+) -> Message:
     # Mentions are looked up first: the rendering marks them, and is stored with the row in one INSERT.
     mentioned = None if recipient is not None else message_mentions_find(body=body, author=author)
     message = Message.objects.create(
@@ -261,6 +281,7 @@ def message_create(*, room: Room, author: User, body: str, recipient: User | Non
         recipient=recipient,
         body=body,
         body_html=formatting.render_message(body, mention_names=[user.username for user in mentioned or []]),
+        created_at=created_at or timezone.now(),
     )
     if mentioned is not None:
         message_mentions_record(message=message, users=mentioned)

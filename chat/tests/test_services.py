@@ -6,10 +6,12 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
+from django.db import DatabaseError
 from django.utils import timezone
 
-from chat import selectors, services
+from chat import flood, selectors, services
 from chat.models import Message, Room
+from tests.support.servers import redis_url_or_skip
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +49,53 @@ def test_the_rate_limit_is_per_user(alice, bob, room):
     with pytest.raises(services.ChatError, match="Slow down"):
         services.message_post(room=room, author=alice, text="more")
     assert services.message_post(room=room, author=bob, text="unaffected").author == bob
+
+
+@pytest.fixture
+def redis_flood(settings):
+    """Flood control counted in a real Redis (REDIS_URL set), from an empty window for this test's users."""
+    import redis
+
+    settings.REDIS_URL = redis_url_or_skip()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.delete(*client.keys("chat:flood:*") or ["-"])
+
+
+def test_with_redis_the_eleventh_message_in_ten_seconds_is_refused_without_a_database_count(
+    alice, bob, room, redis_flood, django_assert_num_queries
+):
+    redis_flood.delete(flood.window_key(alice.pk), flood.window_key(bob.pk))
+    for i in range(10):
+        services.message_post(room=room, author=alice, text=f"burst {i}")
+    with pytest.raises(services.ChatError, match="Slow down"):
+        services.message_post(room=room, author=alice, text="more")
+    assert Message.objects.filter(author=alice).count() == 10
+    # No lock, no COUNT: SAVEPOINT, INSERT, RELEASE (the test's own transaction); on a socket BEGIN, INSERT, COMMIT.
+    with django_assert_num_queries(3):
+        services.message_post(room=room, author=bob, text="counted in Redis")
+
+
+def test_with_redis_a_message_the_database_refuses_is_not_counted(alice, room, redis_flood, monkeypatch):
+    redis_flood.delete(flood.window_key(alice.pk))
+
+    def refuse(**kwargs):
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(services, "message_create", refuse)
+    for _ in range(12):
+        with pytest.raises(services.StorageError):
+            services.message_post(room=room, author=alice, text="not stored")
+    assert redis_flood.zcard(flood.window_key(alice.pk)) == 0
+
+
+def test_while_redis_is_down_the_database_counts_and_still_refuses_the_eleventh(alice, room, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    for i in range(10):
+        services.message_post(room=room, author=alice, text=f"burst {i}")
+    with pytest.raises(services.ChatError, match="Slow down"):
+        services.message_post(room=room, author=alice, text="more")
+    assert Message.objects.filter(author=alice).count() == 10
 
 
 def test_history_merges_the_room_with_the_users_private_messages(alice, bob, carol, room):
