@@ -43,7 +43,7 @@ test: lint
 	DATABASE_URL=$(TEST_POSTGRES_URL) CONN_MAX_AGE=0 $(BIN)/python -m pytest accounts chat
 
 # A fan-out on a throwaway PostgreSQL + Redis + daphne stack (docs/performance.md); BENCH_ARGS to change it.
-BENCH_ARGS ?= --layer core fanout --clients 300 --senders 10 --users 100
+BENCH_ARGS ?= --reference --layer core fanout --clients 300 --senders 10 --users 100
 bench: $(VENV)/.dev
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 

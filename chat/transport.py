@@ -5,26 +5,29 @@ Through ASGI, every recipient of a room message costs a message dict, channels' 
 the payload once (autobahn's PreparedMessage, made for broadcasting) and writes those bytes to each socket. Any
 other server (the tests' communicator, uvicorn) gets the same text through ASGI's `send`.
 
-A socket whose unsent bytes pass `BACKLOG_LIMIT_BYTES` cannot keep up (a stalled or very slow client);
-it is closed with 1013, "try again later", which the htmx ws extension answers by reconnecting.
+A socket whose unsent bytes pass `CHAT_SOCKET_BACKLOG_BYTES` (4 MiB) cannot keep up (a stalled or very slow client);
+it is closed with 1013, "try again later" (a client that reads nothing sees the connection dropped, 1006), and the
+htmx ws extension answers either by reconnecting.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from autobahn.exception import Disconnected
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
 
 CLOSE_TRY_AGAIN_LATER = 1013
-# Unsent bytes past which a socket is closed as unable to keep up (several seconds of a busy room's frames).
-BACKLOG_LIMIT_BYTES = 4 * 1024 * 1024
 # daphne's --websocket-max-message-size: larger frames take the ASGI path, which refuses them as it always did.
 PREPARED_MAX_BYTES = 2 * 1024 * 1024
 
 Send = Callable[[dict], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 
 class Frame:
@@ -64,11 +67,12 @@ def backlog_bytes(protocol: WebSocketProtocol) -> int:
 class Wire:
     """One socket's way out."""
 
-    __slots__ = ("protocol", "send")
+    __slots__ = ("backlog_limit", "protocol", "send")
 
     def __init__(self, send: Send) -> None:
         self.send = server_send(send)
         self.protocol = daphne_protocol(self.send)
+        self.backlog_limit = settings.CHAT_SOCKET_BACKLOG_BYTES
 
     async def write(self, frame: Frame) -> bool:
         """Write the frame; False when the socket is gone or was closed for falling behind."""
@@ -82,7 +86,11 @@ class Wire:
             protocol.sendPreparedMessage(frame.prepared(protocol))
         except Disconnected:
             return False
-        if backlog_bytes(protocol) > BACKLOG_LIMIT_BYTES:
+        backlog = backlog_bytes(protocol)
+        if backlog > self.backlog_limit:
+            # The close frame waits behind the backlog: a client that reads nothing at all sees the connection
+            # dropped (1006) when autobahn's closing handshake times out. The browser reconnects after either.
+            logger.warning("socket closed: cannot keep up", extra={"backlog_bytes": backlog, "close_code": 1013})
             protocol.sendCloseFrame(code=CLOSE_TRY_AGAIN_LATER, isReply=False)
             return False
         return True

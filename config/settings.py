@@ -262,6 +262,8 @@ CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT"
 # A process refreshes its connections every PRESENCE_HEARTBEAT seconds; connections not refreshed
 # for PRESENCE_TIMEOUT seconds belong to a process that died and are removed by the next heartbeat
 # of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (DESIGN.md).
+# Bytes a socket may leave unsent (a client that stopped reading) before it is closed with 1013, try again later.
+CHAT_SOCKET_BACKLOG_BYTES = int(os.environ.get("CHAT_SOCKET_BACKLOG_BYTES", str(4 * 1024 * 1024)))
 CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "15"))
 CHAT_PRESENCE_TIMEOUT = float(os.environ.get("CHAT_PRESENCE_TIMEOUT", "45"))
 

@@ -142,12 +142,15 @@ def reference_server():
         process.wait(10)
 
 
-# The figures compared with the reference: (name, path in the summary, lower is better).
+# The figures compared with the reference, where the scenario has them: (name, path in the summary).
 COMPARED = [
     ("server_us_per_frame", ("server", "us_per_frame")),
     ("latency_p50_ms", ("latency_ms", "p50")),
     ("latency_p99_ms", ("latency_ms", "p99")),
     ("connect_p99_ms", ("connect", "latency_ms", "p99")),
+    ("ramp_connect_p99_ms", ("connect_ms", "p99")),
+    ("kb_per_socket", ("server", "kb_per_socket")),
+    ("us_per_socket_opened", ("server", "us_per_socket_opened")),
 ]
 
 
@@ -162,6 +165,8 @@ def compared(ours: dict, reference: dict) -> dict:
     result = {}
     for name, path in COMPARED:
         mine, floor = figure(ours, path), figure(reference, path)
+        if mine is None and floor is None:
+            continue
         ratio = round(mine / floor, 2) if mine is not None and floor else None
         result[name] = {"chat": mine, "reference": floor, "ratio": ratio}
     return result

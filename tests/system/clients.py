@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import sqlite3
 import struct
 import time
@@ -179,9 +180,15 @@ class RawSocket:
         self.close_code: int | None = None
 
     @classmethod
-    async def open(cls, browser: Browser, room: str) -> RawSocket:
+    async def open(cls, browser: Browser, room: str, *, receive_buffer: int | None = None) -> RawSocket:
+        """The socket, optionally with a small kernel receive buffer (a client that reads slowly or not at all)."""
         target = loopback_target(browser.server.url)
-        reader, writer = await asyncio.open_connection("127.0.0.1", browser.server.port)
+        sock = socket.socket()
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", browser.server.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer or 2**16)
         request = (
             f"GET /ws/chat/{room}/ HTTP/1.1\r\nHost: 127.0.0.1:{browser.server.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
@@ -214,17 +221,20 @@ class RawSocket:
     async def receive(self, timeout: float = PATIENCE) -> str | None:
         """The next text message; None once the server closed (close_code set: 1006 when it just dropped)."""
         async with asyncio.timeout(timeout):
-            try:
-                first, second = await self.reader.readexactly(2)
-                length = second & 0x7F
-                if length == 126:
-                    (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-                elif length == 127:
-                    (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-                data = await self.reader.readexactly(length)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                self.close_code = 1006
-                return None
+            while True:
+                try:
+                    first, second = await self.reader.readexactly(2)
+                    length = second & 0x7F
+                    if length == 126:
+                        (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+                    elif length == 127:
+                        (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+                    data = await self.reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    self.close_code = 1006
+                    return None
+                if first & 0x0F not in (0x9, 0xA):  # the server's pings (random bytes) and pongs are not messages
+                    break
         if first & 0x0F == 0x8:
             self.close_code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
             return None

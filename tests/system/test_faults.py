@@ -185,6 +185,36 @@ async def test_the_largest_log_the_server_can_send_reaches_the_browser(laptop_se
     await tab.close()
 
 
+async def test_a_client_that_stops_reading_is_closed_with_1013_and_the_room_carries_on(tmp_path, session):
+    """Its unsent frames are not kept without end: past the backlog limit the socket closes (the browser retries)."""
+    env = server_env(tmp_path, CHAT_SOCKET_BACKLOG_BYTES="65536", CHAT_RATE_LIMIT_MESSAGES="100000")
+    with DaphneServer(env=env, log_path=tmp_path / "daphne.log") as server:
+        alice = await Browser.sign_up(session, server, "alice-talks")
+        stalled_user = await Browser.sign_up(session, server, "bob-stalls")
+        stalled = await RawSocket.open(stalled_user, "busy", receive_buffer=4096)
+        await stalled.until(lambda f: 'id="messages"' in f, "the log")  # then it reads nothing more
+        tab = await alice.open("busy")
+        await tab.until(lambda f: 'id="messages"' in f, "the log")
+        # Each message's frame is about 12 KB (a quote escapes to six bytes): 8 MB in all, past what the
+        # kernel's buffers take on loopback (a send buffer grows to 4 MiB), so the rest waits in the server.
+        for i in range(700):
+            await tab.send(f"message {i} " + "'" * 1980)
+        await tab.until(has_message("message 699"), "alice's last message", timeout=120)
+
+        frames_after = 0
+        while await stalled.receive(timeout=30) is not None:  # what was written before the close, then the close
+            frames_after += 1
+        # 1013 reaches a client that still reads; one that reads nothing sees the drop (1006). Both reconnect.
+        assert stalled.close_code in (1013, 1006)
+        assert frames_after < 700
+        assert "socket closed: cannot keep up" in server_log(server)
+        await tab.send("still talking")
+        await tab.until(has_message("still talking"), "a message after the close")
+        assert server.process.poll() is None
+        assert "Traceback" not in server_log(server)
+        await tab.close()
+
+
 # --- A restart, a crash ---------------------------------------------------------------------------------------------
 
 
