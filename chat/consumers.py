@@ -85,6 +85,8 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         self.wire = Wire(send)
         self.user = scope.get("user")
+        # The user's id as a plain int: read for every frame, and the scope's user is a lazy object.
+        self.user_id = getattr(self.user, "pk", None)
         # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
         self.frame_in_hand = asyncio.Lock()
         open_sockets.add(self)
@@ -387,7 +389,7 @@ class ChatRoomConsumer(HubConsumer):
         message_id = event.get("message_id")
         if self.session_ended or (message_id is not None and message_id <= self.log_last_id):
             return None
-        if event.get("skip_user_id") == self.user.pk or event.get("only_arrival_of") == self.user.pk:
+        if event.get("skip_user_id") == self.user_id or event.get("only_arrival_of") == self.user_id:
             return None
         return frame_of(event)
 
@@ -433,9 +435,9 @@ class RoomDirectoryConsumer(HubConsumer):
         if "news_html" not in event:
             return frame_of(event)
         if event["first_id"] > self.listed_up_to:  # the usual case: one count for every directory of this user
-            return frame_of(event, news=event["news_count"] - dict(event["authors"]).get(self.user.pk, 0))
+            return frame_of(event, news=event["news_count"] - dict(event["authors"]).get(self.user_id, 0))
         # Listed since the first of these messages: its list already counts those (or its user saw them).
-        later = sum(1 for pk, author in event["messages"] if pk > self.listed_up_to and author != self.user.pk)
+        later = sum(1 for pk, author in event["messages"] if pk > self.listed_up_to and author != self.user_id)
         return frame_of(event, news=later)
 
 
