@@ -389,7 +389,7 @@ class ChatRoomConsumer(HubConsumer):
         message_id = event.get("message_id")
         if self.session_ended or (message_id is not None and message_id <= self.log_last_id):
             return None
-        if event.get("skip_user_id") == self.user_id or event.get("only_arrival_of") == self.user_id:
+        if event.get("skip_user_id") == self.user_id:
             return None
         return frame_of(event)
 

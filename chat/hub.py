@@ -333,9 +333,9 @@ class Hub:
         state.online.update(arrived)
         members = [User(pk=user_id, username=name) for user_id, name in sorted(arrived.items(), key=by_name)]
         html = fragments.online_users_changed(room=Room(pk=state.room_id), arrived=members, departed_ids=departed)
-        # A page's own user's arrival alone is not news to it: its joining snapshot showed them.
-        only_arrival = next(iter(arrived)) if len(arrived) == 1 and not departed else None
-        event = {"type": "chat.fragment", "html": html, "transient": True, "only_arrival_of": only_arrival}
+        # Also to the arriving user's own pages: a departure frame held while a page's snapshot was made can
+        # reach it after the snapshot, and only this arrival puts the user back on it.
+        event = {"type": "chat.fragment", "html": html, "transient": True}
         await self.fan_out(self.members.get(state.group, set()), event)
 
     async def tick_forever(self) -> None:
