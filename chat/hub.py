@@ -116,6 +116,7 @@ class Hub:
         self.connections: Counter[tuple[int, int]] = Counter()
         self.usernames: dict[int, str] = {}
         self.directory_news: dict[int, DirectoryNews] = {}
+        self.subscribing: dict[str, asyncio.Future] = {}
         self.up = True
         self.tasks: list[asyncio.Task] = []
 
@@ -134,10 +135,17 @@ class Hub:
             first = not self.members[group]
             self.members[group].add(socket)
             if first and self.up:
+                # Later joiners wait for it too: until the layer has the subscription, events would be missed.
+                self.subscribing[group] = subscribed = asyncio.get_running_loop().create_future()
                 try:
                     await self.layer.group_add(group, self.channel)
                 except Exception as error:  # the layer's errors depend on its backend
                     self.layer_lost(error)
+                finally:
+                    del self.subscribing[group]
+                    subscribed.set_result(None)
+            elif group in self.subscribing:
+                await self.subscribing[group]
 
     async def leave(self, socket: Socket, groups: Iterable[str]) -> None:
         for group in groups:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Callable
 
@@ -59,6 +60,20 @@ async def drain(socket: WebsocketCommunicator, quiet: float = 0.3) -> list[str]:
     while not await socket.receive_nothing(timeout=quiet):
         frames.append(await socket.receive_from())
     return frames
+
+
+PRESENCE_ID_RE = re.compile(r'id="([^"]+)"')
+
+
+def is_presence(frame: str) -> bool:
+    """A frame that only announces who is online (a room's online list or a directory's count)."""
+    ids = PRESENCE_ID_RE.findall(frame)
+    return bool(ids) and all(re.fullmatch(r"online-user-\d+|online-\d+", i) for i in ids)
+
+
+async def hears_only_presence(socket: WebsocketCommunicator, quiet: float = 0.3) -> bool:
+    """Whether everything the socket receives until it is quiet is presence (announced every 0.2 s, to anyone)."""
+    return all(is_presence(frame) for frame in await drain(socket, quiet=quiet))
 
 
 def arrived(user: User) -> Callable[[str], bool]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from chat import services
 from chat.models import Message, Room
-from chat.tests.conftest import joined, open_socket, receive_until, send_message
+from chat.tests.conftest import hears_only_presence, joined, open_socket, receive_until, send_message
 from tests.support.html import visible_text
 
 
@@ -334,7 +334,7 @@ async def test_a_message_deleted_in_the_admin_disappears_from_every_open_page_of
     for socket in (alice_socket, bob_socket):
         frame = await receive_until(socket, lambda f: removal in f)
         assert "something rude" not in frame
-    assert await carol_socket.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(carol_socket, quiet=0.3)
     for socket in (alice_socket, bob_socket, carol_socket):
         await socket.disconnect()
 

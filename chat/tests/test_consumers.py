@@ -16,6 +16,7 @@ from chat.tests.conftest import (
     arrived,
     departed,
     drain,
+    hears_only_presence,
     joined,
     online_ids,
     open_socket,
@@ -46,7 +47,7 @@ async def test_when_message_posted_then_seen_by_everyone_in_same_room(alice, bob
     message = await sync_to_async(Message.objects.get)()
     assert message.body == "hello everyone"
     assert f'id="message-{message.pk}"' in frame
-    assert await carol_socket.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(carol_socket, quiet=0.3)
     for socket in (alice_socket, bob_socket, carol_socket):
         await socket.disconnect()
 
@@ -308,10 +309,10 @@ async def test_typing_is_shown_to_the_others_never_to_the_typist_and_cleared_by_
     notice = await receive_until(bob_socket, lambda f: "is typing" in f)
     assert visible_text(notice) == "alice is typing…"
     assert f'id="typing-{alice.pk}"' in notice
-    assert await alice_socket.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(alice_socket, quiet=0.3)
 
     await alice_socket.send_to(text_data=typing)  # within the throttle: not forwarded
-    assert await bob_socket.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(bob_socket, quiet=0.3)
     await send_message(alice_socket, "done typing")
     frame = await receive_until(bob_socket, has_message("done typing"))
     assert f'<span id="typing-{alice.pk}" hx-swap-oob="delete">' in frame
@@ -366,7 +367,7 @@ async def test_a_private_message_does_not_show_as_room_activity_in_the_directory
     await drain(directory)  # the online counts of the joins just made
     await send_message(alice_socket, "/pm bob quiet")
     await receive_until(alice_socket, has_message("quiet"))
-    assert await directory.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(directory, quiet=0.3)
     await directory.disconnect()
 
 

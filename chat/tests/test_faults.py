@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from chat.models import Message
-from chat.tests.conftest import joined, receive_until, send_message
+from chat.tests.conftest import hears_only_presence, joined, receive_until, send_message
 from tests.support.html import parse, visible_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
@@ -71,7 +71,7 @@ async def test_when_the_database_refuses_the_message_the_sender_sees_an_error_an
     assert "could not be saved just now; it is still in the box" in visible_text(error)
     value = next(attrs.get("value") for _, attrs in parse(error).tags if attrs.get("name") == "message")
     assert value == "refused by the database"
-    assert await bob_socket.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(bob_socket, quiet=0.3)
     assert await sync_to_async(Message.objects.count)() == 0
     # A fault of the server, not of the user: an error with its traceback, for whoever runs it.
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.exc_info] == [

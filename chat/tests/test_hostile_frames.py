@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Message
-from chat.tests.conftest import joined, receive_until, send_message
+from chat.tests.conftest import hears_only_presence, joined, receive_until, send_message
 from tests.support.html import parse, visible_text
 from tests.support.servers import BASE_DIR
 
@@ -82,7 +82,7 @@ async def test_a_frame_that_is_not_the_message_form_gets_an_error_and_a_warning_
         assert [r.getMessage() for r in warnings_about(chat_log, "malformed")] == ["frame rejected"], what
         assert_no_errors_or_tracebacks(chat_log)
         assert await sync_to_async(Message.objects.count)() == 0, what
-        assert await bob_socket.receive_nothing(timeout=0.1), what
+        assert await hears_only_presence(bob_socket, quiet=0.1), what
     await send_message(alice_socket, "the same socket still works")
     await receive_until(bob_socket, has_message("the same socket still works"))
     await alice_socket.disconnect()
@@ -102,7 +102,7 @@ async def test_text_over_the_limit_gets_the_length_error_and_a_warning_and_is_ne
     assert input_value(error) == "<b>" + "x" * 2000
     assert [r.getMessage() for r in warnings_about(chat_log, "too_long")] == ["message refused"]
     assert_no_errors_or_tracebacks(chat_log)
-    assert await bob_socket.receive_nothing(timeout=0.2)
+    assert await hears_only_presence(bob_socket, quiet=0.2)
     assert await sync_to_async(Message.objects.count)() == 0
     await alice_socket.disconnect()
     await bob_socket.disconnect()

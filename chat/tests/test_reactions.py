@@ -9,7 +9,7 @@ from django.test import Client
 
 from chat import fragments, services
 from chat.models import REACTION_EMOJI, Message, Reaction, Room
-from chat.tests.conftest import drain, joined, receive_until
+from chat.tests.conftest import drain, hears_only_presence, joined, receive_until
 from tests.support.html import parse, visible_text
 
 THUMBS, HEART, EYES = REACTION_EMOJI[0], REACTION_EMOJI[1], REACTION_EMOJI[6]
@@ -186,7 +186,7 @@ async def test_when_bob_reacts_then_alices_open_page_gets_the_new_counts_live(al
         assert 'hx-swap-oob="true"' in frame
         assert visible_text(frame) == f"{THUMBS} 1"
         assert f"reacted-u{bob.pk}" in frame
-    assert await elsewhere.receive_nothing(timeout=0.3)
+    assert await hears_only_presence(elsewhere, quiet=0.3)
 
     await sync_to_async(services.reaction_toggle)(message=message, user=bob, emoji=THUMBS)
     frame = await receive_until(alice_socket, reactions_of(message))
