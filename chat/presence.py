@@ -16,6 +16,7 @@ online list of the people on its own process, and the outage is logged once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -132,8 +133,6 @@ class RedisPresence:
     @property
     def aio(self) -> redis.asyncio.Redis:
         """One client per event loop (tests run each in a loop of its own)."""
-        import asyncio
-
         loop = id(asyncio.get_running_loop())
         client = self._async.get(loop)
         if client is None:
