@@ -8,23 +8,53 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
+from accounts.models import User
 from chat import services
-from chat.models import Message, PrivateMessage, Room
+from chat.models import Membership, Message, PrivateMessage, Room
+
+
+class MembershipInline(admin.TabularInline):
+    """A private room's members are who may read it: staff add and remove them here, as its creator does on its
+    settings page; their sidebars and sockets follow (RoomAdmin.save_related)."""
+
+    model = Membership
+    fields = ["user", "joined_at", "last_read_id"]
+    readonly_fields = ["joined_at", "last_read_id"]
+    raw_id_fields = ["user"]
+    extra = 1
 
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at", "read_only"]
-    list_filter = ["read_only", "created_at"]
+    list_display = ["name", "kind", "created_by", "created_at", "last_message_at", "read_only"]
+    list_filter = ["kind", "read_only", "created_at"]
     search_fields = ["name"]
     date_hierarchy = "created_at"
     ordering = ["name"]
-    fields = ["name", "created_at", "read_only"]
+    fields = ["name", "kind", "created_by", "created_at", "read_only"]
     actions = ["make_read_only", "open_for_posting"]
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
+        # Two people's conversations are not rooms to moderate here (their messages have their own list).
+        return super().get_queryset(request).exclude(kind=Room.Kind.DIRECT).select_related("created_by")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Room | None = None) -> list[str]:
         # A room's name is its URL: renaming it would strand the pages and sockets open on it.
-        return ["name", "created_at"]
+        return ["name", "created_by", "created_at"]
+
+    def formfield_for_choice_field(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "kind":  # a room becomes private or public, never a direct conversation
+            kwargs["choices"] = [(kind.value, kind.label) for kind in (Room.Kind.PUBLIC, Room.Kind.PRIVATE)]
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: list, change: bool) -> None:
+        room = form.instance
+        before = set(room.memberships.values_list("user_id", flat=True))
+        super().save_related(request, form, formsets, change)
+        after = set(room.memberships.values_list("user_id", flat=True))
+        added = list(User.objects.filter(pk__in=after - before))
+        services.room_members_changed(room=room, added=added, removed_ids=before - after)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Rooms are created by opening /chat/<name>/, which validates the name.
@@ -36,9 +66,14 @@ class RoomAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Room, form: forms.ModelForm, change: bool) -> None:
         read_only_changed = "read_only" in form.changed_data
+        kind = obj.kind
+        if change and "kind" in form.changed_data:
+            obj.kind = Room.objects.values_list("kind", flat=True).get(pk=obj.pk)  # changed by the service below
         super().save_model(request, obj, form, change)
         if change and read_only_changed:
             services.room_read_only_set(room=obj, read_only=obj.read_only, by=request.user)
+        if change and kind != obj.kind:
+            services.room_privacy_set(room=obj, private=kind == Room.Kind.PRIVATE, by=request.user)
 
     @admin.action(description="Make the selected rooms read-only", permissions=["change"])
     def make_read_only(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
@@ -93,7 +128,7 @@ class MessageAdmin(MessageAdminBase):
     """Room messages (private messages have their own list)."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
-        return super().get_queryset(request).filter(recipient__isnull=True)
+        return super().get_queryset(request).exclude(room__kind=Room.Kind.DIRECT)
 
 
 @admin.register(PrivateMessage)

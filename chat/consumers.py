@@ -6,6 +6,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -15,12 +18,14 @@ from channels.layers import get_channel_layer
 
 from chat import fragments, selectors, services
 from chat.hub import CachedLog, frame_of, hub
-from chat.models import Room
+from chat.models import Room, sidebar_group
 from chat.transport import Frame, Wire
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4001
+# Not a conversation this user may read (a private room they are not in, an unknown person): as if it did not exist.
+CLOSE_NOT_FOUND = 4003
 CLOSE_INVALID_ROOM = 4004
 
 
@@ -77,6 +82,14 @@ class HubConsumer(AsyncWebsocketConsumer):
     restarting = False
     # Set when the session this socket was opened with has ended: from then on it neither sends nor takes anything.
     session_ended = False
+    # Group events that came while the page's snapshot was being made (None: not making one).
+    held: list[dict] | None = None
+    # The sidebar as this page shows it: each entry's unread count, the entries flagged for a mention, and the
+    # newest message its counts include. The conversation the page shows is not among them: it is being read.
+    sidebar_unread: dict[int, int]
+    sidebar_mentioned: set[int]
+    sidebar_counted_up_to = 0
+    showing_room_id: int | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
@@ -87,6 +100,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.user = scope.get("user")
         # The user's id as a plain int: read for every frame, and the scope's user is a lazy object.
         self.user_id = getattr(self.user, "pk", None)
+        self.sidebar_unread, self.sidebar_mentioned = {}, set()
         # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
         self.frame_in_hand = asyncio.Lock()
         open_sockets.add(self)
@@ -109,8 +123,74 @@ class HubConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def hub_join(self, groups: list[str]) -> None:
-        self.joined = groups
+        self.joined = [*self.joined, *groups]
         await hub().join(self, groups)
+
+    async def sidebar_groups(self) -> list[str]:
+        """The groups of the news of the user's conversations, but the one this page shows."""
+        room_ids = await database_sync_to_async(selectors.sidebar_room_ids)(user=self.user)
+        return [sidebar_group(room_id) for room_id in room_ids if room_id != self.showing_room_id]
+
+    def sidebar_render(self, current: Room | None) -> str:
+        """The user's sidebar, whole, and the counts that its news then adds to (call after joining its groups)."""
+        sidebar = selectors.sidebar(user=self.user, current=current)
+        self.sidebar_unread = {room.pk: room.unread_count for room in [*sidebar.rooms, *sidebar.people]}
+        self.sidebar_unread.pop(self.showing_room_id, None)
+        self.sidebar_mentioned = {room.pk for room in [*sidebar.rooms, *sidebar.people] if room.mentioned}
+        self.sidebar_counted_up_to = sidebar.counted_up_to
+        return fragments.sidebar(sidebar=sidebar)
+
+    async def send_snapshot(self, make: Callable[[], Awaitable[str]]) -> None:
+        """Send what `make` returns (the page's state), then what the groups' events brought meanwhile, in order.
+
+        Held until then: a frame sent before the snapshot would be replaced by it (an arrival lost from the list).
+        """
+        self.held = []
+        try:
+            await self.send(text_data=await make())
+        finally:
+            held, self.held = self.held, None
+            for event in held:
+                frame = self.sidebar_frame(event) if event["type"] == "sidebar.news" else self.frame_for(event)
+                if frame is not None:
+                    await self.deliver(frame)
+
+    def sidebar_frame(self, event: dict) -> Frame | None:
+        """A message in one of the user's other conversations: one more on its badge, rendered once per count."""
+        if self.held is not None:
+            self.held.append(event)
+            return None
+        room_id = event["room_id"]
+        count = self.sidebar_unread.get(room_id)
+        if count is None or self.session_ended or event["message_id"] <= self.sidebar_counted_up_to:
+            return None
+        # Not news to its author, nor while the user has it open in another tab of this process.
+        if event["author_id"] == self.user_id or hub().connections.get((room_id, self.user_id)):
+            return None
+        mentioned = self.user_id in event["mentioned"]
+        if mentioned:
+            self.sidebar_mentioned.add(room_id)
+        self.sidebar_unread[room_id] = count + 1
+        return hub().sidebar_badges(room_id, count + 1, room_id in self.sidebar_mentioned)
+
+    async def sidebar_joined(self, event: dict) -> None:
+        """The user is now in a conversation: show it, and hear its news (not on the page that shows it)."""
+        room_id = event["room_id"]
+        if room_id == self.showing_room_id:
+            return
+        if room_id not in self.sidebar_unread:
+            self.sidebar_unread[room_id] = event["unread"]
+            await self.hub_join([event["group"]])
+        await self.send(text_data=event["html"])
+
+    async def sidebar_left(self, event: dict) -> None:
+        room_id = event["room_id"]
+        if self.sidebar_unread.pop(room_id, None) is not None:
+            group = sidebar_group(room_id)
+            self.joined = [joined for joined in self.joined if joined != group]
+            await hub().leave(self, [group])
+        if room_id != self.showing_room_id:
+            await self.send(text_data=event["html"])
 
     async def hub_leave(self) -> None:
         """Leave the hub's groups, once."""
@@ -160,8 +240,6 @@ class ChatRoomConsumer(HubConsumer):
     present = False
     layer_up = True
     log_last_id = 0
-    # Group events that came while the page's snapshot was being made (None: not making one).
-    held: list[dict] | None = None
 
     async def layer_lost(self, event: dict) -> None:
         """The channel layer stopped answering: say so once; messages are still stored, only not delivered live."""
@@ -175,7 +253,7 @@ class ChatRoomConsumer(HubConsumer):
         """The layer answers again and the groups are joined: send what this page missed meanwhile."""
         self.layer_up = True
         if self.room is not None:
-            await self.send_snapshot(extra=fragments.chat_error())
+            await self.send_snapshot(partial(self.room_snapshot, extra=fragments.chat_error()))
             logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
 
     async def stop_taking_frames(self) -> None:
@@ -200,8 +278,10 @@ class ChatRoomConsumer(HubConsumer):
             await super().websocket_receive(message)
 
     async def connect(self) -> None:
-        """Join the room's and the user's groups, count the connection, send the log and the online list."""
-        name = self.scope["url_route"]["kwargs"]["room_name"]
+        """Join the conversation's and the user's groups, count the connection, send the log, the online list and
+        the sidebar."""
+        conversation = self.scope["url_route"]["kwargs"]  # {"room_name": ...} or {"username": ...}
+        name = next(iter(conversation.values()))
         if server_restarting:
             # Refused at the handshake (1006): the browser tries again, by then on another process.
             await self.close()
@@ -218,23 +298,24 @@ class ChatRoomConsumer(HubConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         try:
-            self.room = await database_sync_to_async(services.room_get_or_create)(name=name)
-        except services.InvalidRoomName as error:
+            self.room = await database_sync_to_async(services.conversation_open)(user=self.user, **conversation)
+        except services.ChatError as error:
+            code = CLOSE_INVALID_ROOM if isinstance(error, services.InvalidRoomName) else CLOSE_NOT_FOUND
             logger.info(
                 "socket refused",
-                extra=socket_log_fields(
-                    self.scope, room=name[:60], reason=error.reason, close_code=CLOSE_INVALID_ROOM
-                ),
+                extra=socket_log_fields(self.scope, room=name[:60], reason=error.reason, close_code=code),
             )
             await self.send(text_data=fragments.chat_error(error=str(error)))
-            await self.close(code=CLOSE_INVALID_ROOM)
+            await self.close(code=code)
             return
+        self.showing_room_id = self.room.pk
         self.state = hub().room(self.room)
         # Joined before the log is read, so that no message falls between the two.
         groups = [
             self.room.group_name,
             services.user_group(self.user.pk),
             services.session_group(self.scope["session"]),
+            *await self.sidebar_groups(),
         ]
         await self.hub_join(groups)
         if not hub().up:
@@ -242,26 +323,12 @@ class ChatRoomConsumer(HubConsumer):
         self.present = True
         await hub().presence_join(self.room, self.user)
         # The room's status too: a moderator may have closed the room while this page was away.
-        await self.send_snapshot(extra=fragments.room_status(room=self.room))
+        await self.send_snapshot(self.room_snapshot)
         logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
 
-    async def send_snapshot(self, *, extra: str) -> None:
-        """Send the log and the online list, then what the room's events brought meanwhile, in their order.
-
-        Held until then: a frame sent before the snapshot would be replaced by it (an arrival lost from the list).
-        """
-        self.held = []
-        try:
-            await self.send(text_data=await self.room_snapshot() + extra)
-        finally:
-            held, self.held = self.held, None
-            for event in held:
-                frame = self.frame_for(event)
-                if frame is not None:
-                    await self.deliver(frame)
-
-    async def room_snapshot(self) -> str:
-        """The log and the online list as this page should show them now, mostly from what the room's sockets share."""
+    async def room_snapshot(self, extra: str | None = None) -> str:
+        """The log, the online list and the sidebar as this page should show them now, mostly from what the room's
+        sockets share; and the room's status (`extra`: what else to send with them)."""
         state = self.state
         online_html = await hub().room_online(state)
         version = state.log_version
@@ -269,10 +336,11 @@ class ChatRoomConsumer(HubConsumer):
         log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
         if fresh is not None and state.log_version == version:
             state.log = fresh
-        return log_html + online_html
+        status = fragments.room_status(room=self.room) if extra is None else extra
+        return log_html + online_html + status
 
     def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
-        """This page's log: the room's shared one, unless private messages or an unread divider make it its own."""
+        """This page's log and sidebar: the room's shared log, unless whispers or an unread divider make it its own."""
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
         self.room.refresh_from_db(fields=["read_only"])
         fresh = None
@@ -281,15 +349,18 @@ class ChatRoomConsumer(HubConsumer):
             html = fragments.message_log(room=self.room, messages=room_messages)
             cached = fresh = CachedLog(version=version, messages=room_messages, html=html)
         latest_id = cached.messages[-1].pk if cached.messages else 0
-        last_read_id = services.room_mark_read(room=self.room, user=self.user, latest_id=latest_id)
-        private = selectors.private_messages_recent(user=self.user)
+        last_read_id = services.conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
+        sidebar_html = self.sidebar_render(current=self.room)
+        # A room page shows the user's direct messages among the room's, as whispers.
+        private = [] if self.room.is_direct else selectors.private_messages_recent(user=self.user)
         messages = selectors.messages_merged(cached.messages, private)
         # Live messages already in this log are not forwarded again (a message may land in between).
         last_id = messages[-1].pk if messages else 0
         divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
-        if divider_id is None and not any(message.is_private for message in messages):
-            return cached.html, last_id, fresh
-        return fragments.message_log(room=self.room, messages=messages, divider_id=divider_id), last_id, fresh
+        if divider_id is None and not private:
+            return cached.html + sidebar_html, last_id, fresh
+        log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id)
+        return log_html + sidebar_html, last_id, fresh
 
     async def hub_leave(self) -> None:
         """Uncount this connection and leave the groups, once; everything shown meanwhile has been read."""
@@ -297,7 +368,7 @@ class ChatRoomConsumer(HubConsumer):
             self.present = False
             await hub().presence_leave(self.room, self.user)
             await super().hub_leave()
-            await database_sync_to_async(services.room_mark_read)(room=self.room, user=self.user)
+            await database_sync_to_async(services.conversation_mark_read)(room=self.room, user=self.user)
         else:
             await super().hub_leave()
 
@@ -381,6 +452,17 @@ class ChatRoomConsumer(HubConsumer):
         self.room.read_only = event["read_only"]
         await self.send(text_data=event["html"])
 
+    async def room_access(self, event: dict) -> None:
+        """Who may read the room changed (made private, a member left or was removed): a reader no longer among
+        them is closed out, as if the room did not exist."""
+        if event["members_only"] and self.user_id not in event["member_ids"]:
+            self.session_ended = True  # nothing more reaches this page
+            fields = socket_log_fields(
+                self.scope, room=self.room.name, reason="not_member", close_code=CLOSE_NOT_FOUND
+            )
+            logger.info("socket closed: no longer a member", extra=fields)
+            await self.close(code=CLOSE_NOT_FOUND)
+
     def frame_for(self, event: dict) -> Frame | None:
         """HTML rendered once for the whole group; not a message already in this log, not to a typist."""
         if self.held is not None:  # the page's log and online list are not out yet: they come first
@@ -389,18 +471,19 @@ class ChatRoomConsumer(HubConsumer):
         message_id = event.get("message_id")
         if self.session_ended or (message_id is not None and message_id <= self.log_last_id):
             return None
-        if event.get("skip_user_id") == self.user_id:
+        # A typist's own notice; a whisper of the direct conversation this page shows (it has the message itself).
+        if event.get("skip_user_id") == self.user_id or event.get("whisper_room_id") == self.showing_room_id:
             return None
         return frame_of(event)
 
 
 class RoomDirectoryConsumer(HubConsumer):
-    """The room directory page: online counts, last activity and new rooms, live."""
+    """The room directory page: online counts, last activity and new rooms, live; and the sidebar."""
 
     listed_up_to = 0
 
     async def connect(self) -> None:
-        """Join the directory group and send the whole list again (the page may have been away)."""
+        """Join the directory's groups and send this page of the list and the sidebar again (it may have been away)."""
         await self.accept()
         if not self.user.is_authenticated:
             logger.info(
@@ -409,19 +492,24 @@ class RoomDirectoryConsumer(HubConsumer):
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        # The page's own query (the socket's URL carries it): the list it shows, and whether new rooms go on it.
+        query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
+        self.page, self.query = query.get("page", ["1"])[0], query.get("q", [""])[0].strip()[:50]
         groups = [
             services.DIRECTORY_GROUP,
             services.directory_user_group(self.user.pk),
             services.session_group(self.scope["session"]),
+            *await self.sidebar_groups(),
         ]
         await self.hub_join(groups)
-        self.listed_up_to, html = await database_sync_to_async(self.room_list)()
-        await self.send(text_data=html)
+        await self.send_snapshot(database_sync_to_async(self.room_list))
         logger.info("socket connected", extra=socket_log_fields(self.scope))
 
-    def room_list(self) -> tuple[int, str]:
-        """The newest message id the list counts (news up to it is already in it), and the list."""
-        return selectors.message_latest_id(), fragments.directory_room_list(user=self.user)
+    def room_list(self) -> str:
+        """This page of the list and the sidebar; the newest message id the list counts (news up to it is in it)."""
+        self.listed_up_to = selectors.message_latest_id()
+        list_html = fragments.directory_room_list(user=self.user, query=self.query, page=self.page)
+        return list_html + self.sidebar_render(current=None)
 
     async def disconnect(self, code: int) -> None:
         await self.hub_leave()
@@ -430,7 +518,12 @@ class RoomDirectoryConsumer(HubConsumer):
 
     def frame_for(self, event: dict) -> Frame | None:
         """HTML rendered once for every directory, with an unread mark per message this user did not write."""
+        if self.held is not None:  # the page's list is not out yet: it comes first
+            self.held.append(event)
+            return None
         if self.session_ended:
+            return None
+        if event.get("room_added") and (self.query or self.page != "1"):  # new rooms go on top of the first page
             return None
         if "news_html" not in event:
             return frame_of(event)

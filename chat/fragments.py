@@ -29,9 +29,10 @@ def _render(partial: str, context: dict, request: HttpRequest | None = None) -> 
     return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {**limits(), **context}, request=request)
 
 
-def message_appended(*, message: Message) -> str:
-    """A new message, appended to the end of every receiving #messages."""
-    return _render("message-live", {"message": message})
+def message_appended(*, message: Message, whisper: bool = False) -> str:
+    """A new message, appended to the end of every receiving #messages; a `whisper` in a room page (a message of a
+    direct conversation shown beside the room's, marked private)."""
+    return _render("message-live", {"message": message, "room": None if whisper else message.room})
 
 
 def message_log(*, room: Room, messages: list[Message], divider_id: int | None = None) -> str:
@@ -40,9 +41,9 @@ def message_log(*, room: Room, messages: list[Message], divider_id: int | None =
     return _render("message-log", context)
 
 
-def message_replaced(*, message: Message) -> str:
-    """An edited or retracted message, replacing it wherever it shows."""
-    return _render("message", {"message": message, "replace": True})
+def message_replaced(*, message: Message, whisper: bool = False) -> str:
+    """An edited or retracted message, replacing it wherever it shows (as a whisper in room pages)."""
+    return _render("message", {"message": message, "replace": True, "room": None if whisper else message.room})
 
 
 def reactions(*, message: Message, oob: bool = True) -> str:
@@ -79,10 +80,15 @@ def upload_form(*, request: HttpRequest, room: Room) -> str:
     return _render("upload-form", {"room": room, "upload_oob": True}, request=request)
 
 
-def directory_room_list(*, user: User) -> str:
-    """The user's whole directory list, replacing #room-list when a directory socket (re)connects."""
-    rooms = selectors.room_directory(user=user)
+def directory_room_list(*, user: User, query: str = "", page: int | str = 1) -> str:
+    """The user's directory page, replacing #room-list when a directory socket (re)connects."""
+    rooms = selectors.room_directory(user=user, query=query, page=page)
     return render_to_string(f"{DIRECTORY_TEMPLATE}#room-list", {"rooms": rooms, "oob": True})
+
+
+def directory_room_removed(*, room: Room) -> str:
+    """A room made private leaves every open directory."""
+    return render_to_string(f"{DIRECTORY_TEMPLATE}#room-removed", {"room": room})
 
 
 def directory_mentioned(*, room: Room) -> str:
@@ -129,3 +135,28 @@ def messages_removed(*, message_ids: list[int]) -> str:
 def room_status(*, room: Room) -> str:
     """The line under the room's title saying whether it is read-only."""
     return _render("room-status", {"room": room, "oob": True})
+
+
+SIDEBAR_TEMPLATE = "chat/sidebar.html"
+
+
+def sidebar(*, sidebar: selectors.Sidebar) -> str:
+    """The user's whole sidebar, replacing #sidebar when a page's socket (re)connects."""
+    return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar", {"sidebar": sidebar, "oob": True})
+
+
+def sidebar_entry_added(*, room: Room, unread: int = 0) -> str:
+    """A conversation the user is now in, at the end of their sidebar's rooms or people (once, however often)."""
+    room.unread_count, room.mentioned = unread, False
+    return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-entry-added", {"room": room})
+
+
+def sidebar_entry_removed(*, room: Room) -> str:
+    return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-entry-removed", {"room": room})
+
+
+def sidebar_badges(*, room_id: int, unread: int, mentioned: bool) -> str:
+    """A sidebar entry's unread count and mention flag; the same for every page whose count it is."""
+    room = Room(pk=room_id)
+    room.unread_count, room.mentioned = unread, mentioned
+    return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-badges", {"room": room, "oob": True})

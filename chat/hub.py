@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 PRESENCE_TICK_SECONDS = 0.2
 # How often the directories hear of a room's new messages (one frame per room with news, however many came).
 DIRECTORY_TICK_SECONDS = 1.0
+# How many rendered sidebar badges (room, count, mention) a process keeps before it starts again.
+SIDEBAR_BADGES_KEPT = 10_000
 # While the channel layer does not answer, the hub tries to join its groups again this often (seconds).
 LAYER_RETRY_SECONDS = 2.0
 
@@ -52,6 +54,8 @@ class Socket(Protocol):
     user: User
 
     def frame_for(self, event: dict) -> Frame | None: ...
+
+    def sidebar_frame(self, event: dict) -> Frame | None: ...
 
     async def deliver(self, frame: Frame) -> None: ...
 
@@ -117,6 +121,7 @@ class Hub:
         self.usernames: dict[int, str] = {}
         self.directory_news: dict[int, DirectoryNews] = {}
         self.subscribing: dict[str, asyncio.Future] = {}
+        self.badges: dict[tuple[int, int, bool], Frame] = {}
         self.up = True
         self.tasks: list[asyncio.Task] = []
 
@@ -200,6 +205,12 @@ class Hub:
         elif kind == "presence.changed":
             if state is not None:
                 await self.presence_apply(state, event)
+        elif kind == "sidebar.news":
+            # A badge per distinct count, not per page: each page knows its own count (HubConsumer.sidebar_frame).
+            for socket in list(members):
+                frame = socket.sidebar_frame(event)
+                if frame is not None:
+                    await socket.deliver(frame)
         else:
             for socket in list(members):
                 await socket.hub_event(event)
@@ -210,6 +221,18 @@ class Hub:
             text = socket.frame_for(event)
             if text is not None:
                 await socket.deliver(text)
+
+    def sidebar_badges(self, room_id: int, unread: int, mentioned: bool) -> Frame:
+        """A sidebar entry's badges with this count, rendered once for every page of this process that shows it."""
+        key = (room_id, unread, mentioned)
+        frame = self.badges.get(key)
+        if frame is None:
+            if len(self.badges) >= SIDEBAR_BADGES_KEPT:
+                self.badges.clear()
+            frame = self.badges[key] = Frame(
+                fragments.sidebar_badges(room_id=room_id, unread=unread, mentioned=mentioned)
+            )
+        return frame
 
     # The layer's outages
 

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models.functions import Lower
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -27,31 +28,105 @@ REACTION_EMOJI = (
 )
 
 
-class Room(models.Model):
-    """A chat room; names compare case-insensitively and keep the casing of their creator."""
+def direct_room_name(user_id: int, other_id: int) -> str:
+    """The name of two people's conversation: the same whoever opens it, and no room name can take it ("~")."""
+    low, high = sorted((user_id, other_id))
+    return f"~{low}-{high}"
 
+
+class Room(models.Model):
+    """A conversation: a public room, a private room of its members, or two people's direct conversation.
+
+    One table with a kind, as Campfire keeps open, closed and direct rooms: every kind shares messages, history,
+    search, unread marks and sockets. Names compare case-insensitively and keep the casing of their creator.
+    """
+
+    class Kind(models.TextChoices):
+        PUBLIC = "public", "public: anyone can read it"
+        PRIVATE = "private", "private: only its members"
+        DIRECT = "direct", "direct: two people"
+
+    # A direct conversation's name is direct_room_name() of its two people: never shown, never typed.
     name = models.CharField(max_length=50)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PUBLIC)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        related_name="rooms_created",
+        null=True,
+        blank=True,
+        help_text="Who may make it private and add members (staff may too).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
+    # Kept with each message: the directory orders by it without looking at the messages.
+    last_message_at = models.DateTimeField(null=True, blank=True)
     # Set by a moderator in the admin: the room can be read but nobody can post to it.
     read_only = models.BooleanField(default=False, help_text="Nobody can post; the room page says so.")
 
+    # The other person of a direct conversation, as one reader sees it (set by chat.selectors, not stored).
+    peer: models.Model | None = None
+
     class Meta:
         constraints = [models.UniqueConstraint(Lower("name"), name="chat_room_name_ci_unique")]
+        indexes = [models.Index(fields=["kind", "-last_message_at"], name="chat_room_kind_recent")]
 
     def __str__(self) -> str:
         return self.name
 
+    def get_absolute_url(self) -> str:
+        return self.url()
+
+    def url(self, view: str = "room", *args: object) -> str:
+        """The URL of one of the conversation's pages for this reader (chat.urls.conversation_urls)."""
+        prefix, key = self.path_args
+        return reverse(f"{prefix}:{view}", args=[key, *args])
+
     @property
     def group_name(self) -> str:
-        """The channel-layer group of everyone with this room open."""
+        """The channel-layer group of every page showing this conversation."""
         return f"chat_{self.pk}"
+
+    @property
+    def sidebar_group(self) -> str:
+        """The channel-layer group of every open page of the conversation's members: their sidebars' badges."""
+        return sidebar_group(self.pk)
+
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == self.Kind.DIRECT
+
+    @property
+    def is_private(self) -> bool:
+        return self.kind == self.Kind.PRIVATE
+
+    @property
+    def title(self) -> str:
+        """What a page calls the conversation: #room, or @person for the reader's direct conversation."""
+        return f"@{self.peer.username}" if self.is_direct and self.peer is not None else f"#{self.name}"
+
+    @property
+    def path_args(self) -> tuple[str, str]:
+        """The URL prefix and key of the conversation's pages for this reader: ("chat", name) or ("dm", username)."""
+        if self.is_direct:
+            return ("dm", self.peer.username)
+        return ("chat", self.name)
+
+    @property
+    def socket_path(self) -> str:
+        prefix, key = self.path_args
+        return f"/ws/{prefix}/{key}/"
+
+
+def sidebar_group(room_id: int) -> str:
+    return f"sidebar_{room_id}"
 
 
 class Message(models.Model):
-    """A message to a room, or a private message to one user when recipient is set."""
+    """A message of a conversation: a room's, or one of two people's direct conversation (a private message)."""
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages_sent")
+    # In a direct conversation, the other person: whom the whisper shown in room pages names.
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
@@ -172,11 +247,11 @@ class Attachment(models.Model):
 
 class PrivateMessageManager(models.Manager["PrivateMessage"]):
     def get_queryset(self) -> models.QuerySet[PrivateMessage]:
-        return super().get_queryset().filter(recipient__isnull=False)
+        return super().get_queryset().filter(room__kind=Room.Kind.DIRECT)
 
 
 class PrivateMessage(Message):
-    """The private messages, listed apart from room messages in the admin."""
+    """The messages of direct conversations, listed apart from room messages in the admin."""
 
     objects = PrivateMessageManager()
 
@@ -184,15 +259,21 @@ class PrivateMessage(Message):
         proxy = True
 
 
-class RoomVisit(models.Model):
-    """How far a user has read a room: the directory counts what came after, the room marks it."""
+class Membership(models.Model):
+    """A person in a conversation: in their sidebar, readable by them when private or direct, read up to a mark.
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_visits")
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="visits")
+    Opening a room joins it (leaving deletes the row); a private room's members are added by its creator or staff;
+    a direct conversation has its two people from the start.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    # The newest message id the user has seen: what came after counts as unread.
     last_read_id = models.BigIntegerField(default=0)
+    joined_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "room"], name="chat_visit_user_room_unique")]
+        constraints = [models.UniqueConstraint(fields=["user", "room"], name="chat_membership_user_room_unique")]
 
     def __str__(self) -> str:
-        return f"{self.user_id} read {self.room_id} to {self.last_read_id}"
+        return f"{self.user_id} in {self.room_id}, read to {self.last_read_id}"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, prefetch_related_objects
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.db.models.functions import Lower
 
 from accounts.models import User
 from chat import presence
-from chat.models import Attachment, Message, Room, RoomVisit
+from chat.models import Attachment, Membership, Message, Room, direct_room_name
 
 SEARCH_CONFIG = "english"
 
@@ -20,39 +23,150 @@ def room_get(*, name: str) -> Room | None:
     return Room.objects.alias(name_lower=Lower("name")).filter(name_lower=name.lower()).first()
 
 
-def room_directory(*, user: User) -> list[Room]:
-    """Every room with its online count (people, not tabs), the room with the latest message first.
+def direct_room_get(*, user: User, peer: User) -> Room | None:
+    """The two people's conversation, if it exists, as `user` sees it."""
+    room = Room.objects.filter(name=direct_room_name(user.pk, peer.pk), kind=Room.Kind.DIRECT).first()
+    if room is not None:
+        room.peer = peer
+    return room
 
-    For rooms the user has had open: how many messages came since (`unread_count`), and whether
-    one of them mentions the user (`mentioned`). Online counts come from the presence store.
+
+def direct_peer(*, room: Room, user: User) -> User | None:
+    """The other person of a direct conversation."""
+    return get_user_model().objects.filter(memberships__room=room).exclude(pk=user.pk).first()
+
+
+def room_as_seen_by(*, room: Room, user: User) -> Room:
+    """The conversation with what its pages need for this reader: a direct one's other person."""
+    if room.is_direct and room.peer is None:
+        room.peer = direct_peer(room=room, user=user)
+    return room
+
+
+# Who may read a conversation, decided here and only here: every page, fragment, search, file and socket asks.
+def rooms_readable_by(*, user: User) -> QuerySet[Room]:
+    """The conversations the user may read: every public room, and the private and direct ones they are in."""
+    member = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk)
+    return Room.objects.filter(Q(kind=Room.Kind.PUBLIC) | Exists(member))
+
+
+def room_readable(*, room: Room, user: User) -> bool:
+    if not user.is_authenticated:
+        return False
+    return rooms_readable_by(user=user).filter(pk=room.pk).exists()
+
+
+def messages_visible_to(*, user: User) -> QuerySet[Message]:
+    """The messages of the conversations the user may read."""
+    readable = rooms_readable_by(user=user).values("pk")
+    return Message.objects.filter(room__in=readable).select_related("room", "author", "recipient", "attachment")
+
+
+DIRECTORY_PAGE_SIZE = 50
+
+
+def room_directory(*, user: User, query: str = "", page: int | str = 1) -> Page:
+    """One page of the public rooms (their name containing `query`), the most recently active first.
+
+    Each room of the page has its online count (people, not tabs), and for the rooms the user has joined, how
+    many messages came since they last read it (`unread_count`) and whether one mentions them (`mentioned`).
+    A fixed number of queries, whatever the number of rooms: ordered by a column, counted for the page only.
     """
-    latest = Message.objects.filter(room=OuterRef("pk"), recipient=None).order_by("-id").values("created_at")[:1]
-    last_read = RoomVisit.objects.filter(room=OuterRef("pk"), user=user).values("last_read_id")[:1]
-    since = Message.objects.filter(room=OuterRef("pk"), recipient=None, id__gt=OuterRef("last_read_id"))
-    unread = since.exclude(author=user).order_by().values("room").annotate(n=Count("pk")).values("n")[:1]
-    rooms = list(
-        Room.objects.annotate(last_message_at=Subquery(latest), last_read_id=Subquery(last_read))
-        .annotate(unread_count=Subquery(unread), mentioned=Exists(since.filter(mentions=user)))
-        .order_by(F("last_message_at").desc(nulls_last=True), "name")
-    )
+    rooms = Room.objects.filter(kind=Room.Kind.PUBLIC)
+    if query:
+        rooms = rooms.filter(name__icontains=query)
+    rooms = rooms.order_by(F("last_message_at").desc(nulls_last=True), "-id")
+    listing = Paginator(rooms, DIRECTORY_PAGE_SIZE).get_page(page)
+    unread_mark(user=user, rooms=list(listing))
+    return listing
+
+
+def unread_mark(*, user: User, rooms: list[Room]) -> None:
+    """Set each room's `last_read_id` (None: not joined), `unread_count`, `mentioned`, `online_count` and
+    `open_now`, in three queries for any number of rooms."""
     room_ids = [room.pk for room in rooms]
+    read = dict(
+        Membership.objects.filter(user_id=user.pk, room_id__in=room_ids).values_list("room_id", "last_read_id")
+    )
+    since = Message.objects.filter(
+        room_id__in=list(read), room__memberships__user_id=user.pk, id__gt=F("room__memberships__last_read_id")
+    )
+    unread = dict(
+        since.exclude(author_id=user.pk)
+        .order_by()
+        .values("room_id")
+        .annotate(n=Count("pk"))
+        .values_list("room_id", "n")
+    )
+    mentioned = set(since.filter(mentions=user.pk).values_list("room_id", flat=True).distinct()) if unread else set()
     counts = presence.store().counts(room_ids=room_ids)
     # A room the user has open right now is being read: nothing in it is new.
     open_now = presence.store().rooms_of(user_id=user.pk, room_ids=room_ids)
     for room in rooms:
-        room.online_count = counts.get(room.pk, 0)
+        room.last_read_id = read.get(room.pk)
         room.open_now = room.pk in open_now
-    return rooms
+        room.unread_count = 0 if room.open_now else unread.get(room.pk, 0)
+        room.mentioned = room.pk in mentioned and not room.open_now
+        room.online_count = counts.get(room.pk, 0)
+
+
+@dataclass
+class Sidebar:
+    """A user's conversations: the rooms they joined, by name, and the people they talk to, the latest first."""
+
+    rooms: list[Room]
+    people: list[Room]
+    # The newest message id its counts include: a later one's news adds to them (chat.consumers).
+    counted_up_to: int
+
+    @property
+    def room_ids(self) -> list[int]:
+        return [room.pk for room in [*self.rooms, *self.people]]
+
+
+def sidebar_room_ids(*, user: User) -> list[int]:
+    """The conversations whose news the user's pages hear (their sockets join those groups)."""
+    return list(Membership.objects.filter(user_id=user.pk).values_list("room_id", flat=True))
+
+
+def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
+    """The user's sidebar with its unread counts, `current` marked (and counting nothing: it is being read).
+
+    A direct conversation shows once it has a message, or while it is the page's own.
+    """
+    counted_up_to = message_latest_id()
+    memberships = Membership.objects.filter(user_id=user.pk).select_related("room")
+    rooms = [m.room for m in memberships]
+    direct = [room for room in rooms if room.is_direct and (room.last_message_at or room == current)]
+    peers = dict(
+        Membership.objects.filter(room__in=direct).exclude(user_id=user.pk).values_list("room_id", "user__username")
+    )
+    people = []
+    for room in direct:
+        if room.pk in peers:
+            room.peer = User(username=peers[room.pk])
+            people.append(room)
+    joined = sorted((room for room in rooms if not room.is_direct), key=lambda room: room.name.lower())
+    people.sort(key=lambda room: room.last_message_at or room.created_at, reverse=True)
+    unread_mark(user=user, rooms=[*joined, *people])
+    for room in [*joined, *people]:
+        room.is_current = current is not None and room.pk == current.pk
+        if room.is_current:
+            room.unread_count, room.mentioned = 0, False
+    return Sidebar(rooms=joined, people=people, counted_up_to=counted_up_to)
 
 
 def room_last_read_id(*, room: Room, user: User) -> int | None:
-    return RoomVisit.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
+    return Membership.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
 
 
-def messages_visible_to(*, user: User) -> QuerySet[Message]:
-    """Room messages, and the private messages the user sent or received."""
-    visible = Q(recipient=None) | Q(recipient=user) | Q(author=user)
-    return Message.objects.filter(visible).select_related("room", "author", "recipient", "attachment")
+def room_member_names(*, room: Room) -> list[str]:
+    return list(
+        get_user_model()
+        .objects.filter(memberships__room=room)
+        .order_by(Lower("username"))
+        .values_list("username", flat=True)
+    )
 
 
 def message_latest_id() -> int:
@@ -60,7 +174,7 @@ def message_latest_id() -> int:
 
 
 def room_latest_message_id(*, room: Room) -> int:
-    return Message.objects.filter(room=room, recipient=None).order_by("-id").values_list("id", flat=True).first() or 0
+    return Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def unread_divider_id(*, messages: list[Message], last_read_id: int | None, user: User) -> int | None:
@@ -90,12 +204,14 @@ def usernames_by_ids(*, user_ids: set[int]) -> dict[int, str]:
 
 def room_messages_recent(*, room: Room, before: int | None = None, limit: int | None = None) -> list[Message]:
     """The room's newest messages (older than `before`), oldest first; the same for every reader."""
-    return _recent(Q(room=room, recipient=None), before=before, limit=limit)
+    return _recent(Q(room=room), before=before, limit=limit)
 
 
 def private_messages_recent(*, user: User, before: int | None = None, limit: int | None = None) -> list[Message]:
-    """The newest private messages the user sent or received (older than `before`), oldest first."""
-    return _recent(Q(recipient=user) | Q(author=user, recipient__isnull=False), before=before, limit=limit)
+    """The newest messages of the user's direct conversations (older than `before`), oldest first: their
+    whispers in a room page."""
+    direct = Membership.objects.filter(user_id=user.pk, room__kind=Room.Kind.DIRECT).values("room_id")
+    return _recent(Q(room__in=direct), before=before, limit=limit)
 
 
 def _recent(visible: Q, *, before: int | None, limit: int | None) -> list[Message]:
@@ -120,19 +236,18 @@ def messages_merged(room_messages: list[Message], private: list[Message], limit:
 def message_list_recent(
     *, room: Room, user: User, before: int | None = None, limit: int | None = None
 ) -> list[Message]:
-    """The newest messages of the room and of the user's private ones (older than `before`), oldest first."""
+    """The newest messages of a conversation (older than `before`), oldest first; a room's with the whispers of
+    the user's direct conversations among them."""
     room_messages = room_messages_recent(room=room, before=before, limit=limit)
+    if room.is_direct:
+        return room_messages
     private = private_messages_recent(user=user, before=before, limit=limit)
     return messages_merged(room_messages, private, limit=limit)
 
 
 def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
-    """The room's messages matching every word, newest first: full-text on PostgreSQL, substrings elsewhere."""
-    messages = (
-        Message.objects.filter(room=room, recipient=None)
-        .select_related("author", "attachment")
-        .prefetch_related("mentions")
-    )
+    """The conversation's messages matching every word, newest first: full-text on PostgreSQL, substrings elsewhere."""
+    messages = Message.objects.filter(room=room).select_related("author", "attachment").prefetch_related("mentions")
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import SearchQuery, SearchVector
 
@@ -147,12 +262,8 @@ def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
 
 
 def message_context(*, room: Room, message_id: int, around: int = 25) -> list[Message]:
-    """A room message with the messages just before and after it, oldest first."""
-    messages = (
-        Message.objects.filter(room=room, recipient=None)
-        .select_related("author", "attachment")
-        .prefetch_related("mentions")
-    )
+    """A conversation's message with the messages just before and after it, oldest first."""
+    messages = Message.objects.filter(room=room).select_related("author", "attachment").prefetch_related("mentions")
     before = messages.filter(id__lt=message_id).order_by("-id")[:around]
     rest = messages.filter(id__gte=message_id).order_by("id")[: around + 1]
     return [*reversed(before), *rest]

@@ -30,10 +30,11 @@ from chat.models import (
     REACTION_EMOJI,
     ROOM_NAME_RE,
     Attachment,
+    Membership,
     Message,
     Reaction,
     Room,
-    RoomVisit,
+    direct_room_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,26 +163,194 @@ def room_name_validate(name: str) -> str:
     return name
 
 
-def room_get_or_create(*, name: str) -> Room:
-    """The room of that name in any casing, created with this casing when new."""
+class NotFound(ChatError):
+    """No such conversation for this reader: it does not exist, or they may not read it (never said which)."""
+
+    reason = "not_found"
+
+
+def room_get_or_create(*, name: str, by: User | None = None) -> Room:
+    """The room of that name in any casing, created with this casing (and `by` as its creator) when new."""
     room_name_validate(name)
     room = selectors.room_get(name=name)
     if room is not None:
         return room
     try:
         with transaction.atomic():
-            room = Room.objects.create(name=name)
+            room = Room.objects.create(name=name, created_by=by)
             transaction.on_commit(partial(room_created_publish, room=room))
             return room
     except IntegrityError:  # created by someone else a moment ago
         return selectors.room_get(name=name)
 
 
+def direct_room_get_or_create(*, user: User, peer: User) -> Room:
+    """The two people's conversation, with both as members from the start; as `user` sees it."""
+    room = selectors.direct_room_get(user=user, peer=peer)
+    if room is None:
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(name=direct_room_name(user.pk, peer.pk), kind=Room.Kind.DIRECT)
+                Membership.objects.bulk_create([Membership(room=room, user=member) for member in (user, peer)])
+        except IntegrityError:  # opened by the other one a moment ago
+            room = selectors.direct_room_get(user=user, peer=peer)
+        room.peer = peer
+    return room
+
+
+def conversation_open(*, user: User, room_name: str | None = None, username: str | None = None) -> Room:
+    """The conversation a URL names for this reader, or NotFound when they may not read it.
+
+    `room_name`: a room (created when new, the reader its creator); `username`: the reader's direct conversation
+    with that person. Every page, fragment view and socket of a conversation starts here.
+    """
+    if username is not None:
+        peer = selectors.user_get_by_username(username=username)
+        if peer is None or peer.pk == user.pk or not peer.is_active:
+            raise NotFound("There is no such conversation.")
+        return direct_room_get_or_create(user=user, peer=peer)
+    room = room_get_or_create(name=room_name or "", by=user)
+    if not selectors.room_readable(room=room, user=user):
+        raise NotFound("There is no such room.")
+    return room
+
+
+def room_manage_check(*, room: Room, by: User) -> None:
+    """Only a room's creator, or staff, may make it private or add its members; a direct conversation, nobody."""
+    if room.is_direct:
+        raise NotFound("There is no such room.")
+    if not (by.is_staff or (room.created_by_id is not None and room.created_by_id == by.pk)):
+        raise ChatError(f"Only the person who created #{room.name} can change who is in it.", reason="not_creator")
+
+
+def conversation_mark_read(*, room: Room, user: User, latest_id: int | None = None, join: bool = False) -> int | None:
+    """Record that the user has read the conversation to its newest message; the previous mark (None: not a member).
+
+    `join`: a page opening the room joins it (the sidebars of the user's other pages show it). Otherwise only a
+    member's mark moves: a page left open after leaving the room does not join it again when it closes.
+    `latest_id`: the newest message id when the caller already knows it (a socket's shared log).
+    """
+    latest = selectors.room_latest_message_id(room=room) if latest_id is None else latest_id
+    if join:
+        membership, created = Membership.objects.get_or_create(room=room, user=user, defaults={"last_read_id": latest})
+        if created:
+            transaction.on_commit(partial(sidebar_joined_publish, room=room, user=user))
+            return None
+    else:
+        membership = Membership.objects.filter(room=room, user=user).first()
+        if membership is None:
+            return None
+    if membership.last_read_id != latest:
+        Membership.objects.filter(pk=membership.pk).update(last_read_id=latest)
+    return membership.last_read_id
+
+
+def room_leave(*, room: Room, user: User) -> None:
+    """Take the room off the user's sidebar; a private room's pages and sockets are then closed to them."""
+    if room.is_direct:
+        raise NotFound("There is no such room.")
+    Membership.objects.filter(room=room, user=user).delete()
+    transaction.on_commit(partial(sidebar_left_publish, room=room, user_ids=[user.pk]))
+    if room.is_private:
+        transaction.on_commit(partial(room_access_publish, room=room))
+
+
+def room_privacy_set(*, room: Room, private: bool, by: User) -> Room:
+    """Make a room private (only its members see it anywhere) or public again; its creator or staff only.
+
+    Whoever has joined it stays a member; its creator is one. Sockets of anyone else close, and the directories
+    drop it (or list it again).
+    """
+    room_manage_check(room=room, by=by)
+    kind = Room.Kind.PRIVATE if private else Room.Kind.PUBLIC
+    if room.kind == kind:
+        return room
+    Room.objects.filter(pk=room.pk).update(kind=kind)
+    room.kind = kind
+    if private:
+        if room.created_by is not None:
+            room_member_join(room=room, user=room.created_by)
+        transaction.on_commit(partial(room_access_publish, room=room))
+        transaction.on_commit(partial(directory_room_removed_publish, room=room))
+    else:
+        transaction.on_commit(partial(room_created_publish, room=room))
+    logger.info("room privacy set", extra={"room": room.name, "private": private, "by": by.username})
+    return room
+
+
+def room_member_join(*, room: Room, user: User) -> bool:
+    """Make the user a member (their sidebars show the room at once); False when they were one already."""
+    latest = selectors.room_latest_message_id(room=room)
+    _, created = Membership.objects.get_or_create(room=room, user=user, defaults={"last_read_id": latest})
+    if created:
+        transaction.on_commit(partial(sidebar_joined_publish, room=room, user=user))
+    return created
+
+
+def room_member_add(*, room: Room, username: str, by: User) -> User:
+    """Add a person to a room by username (the creator or staff): for a private room, the right to read it."""
+    room_manage_check(room=room, by=by)
+    member = selectors.user_get_by_username(username=username.strip().lstrip("@"))
+    if member is None or not member.is_active:
+        raise ChatError(f"There is no user called {username.strip()[:150]}.", reason="unknown_user")
+    if not room_member_join(room=room, user=member):
+        raise ChatError(f"{member.username} is already a member of #{room.name}.", reason="already_member")
+    logger.info("room member added", extra={"room": room.name, "member": member.username, "by": by.username})
+    return member
+
+
+def room_members_changed(*, room: Room, added: Iterable[User], removed_ids: Iterable[int]) -> None:
+    """Memberships changed outside the services (the admin): sidebars and a private room's sockets follow."""
+    for user in added:
+        transaction.on_commit(partial(sidebar_joined_publish, room=room, user=user))
+    removed_ids = list(removed_ids)
+    if removed_ids:
+        transaction.on_commit(partial(sidebar_left_publish, room=room, user_ids=removed_ids))
+    if room.is_private:
+        transaction.on_commit(partial(room_access_publish, room=room))
+
+
+@published_best_effort
+def room_access_publish(*, room: Room) -> None:
+    """Tell the room's sockets who may still read it: the others close with 4003 (chat.consumers)."""
+    member_ids = list(Membership.objects.filter(room=room).values_list("user_id", flat=True))
+    event = {"type": "room.access", "members_only": room.kind != Room.Kind.PUBLIC, "member_ids": member_ids}
+    group_publish(room.group_name, event)
+
+
+@published_best_effort
+def directory_room_removed_publish(*, room: Room) -> None:
+    group_publish(DIRECTORY_GROUP, {"type": "chat.fragment", "html": fragments.directory_room_removed(room=room)})
+
+
+def sidebar_publish(*, user_id: int, event: dict) -> None:
+    """To every open page of one user: room and direct-message pages, and directories."""
+    for group in (user_group(user_id), directory_user_group(user_id)):
+        group_publish(group, event)
+
+
+@published_best_effort
+def sidebar_joined_publish(*, room: Room, user: User, unread: int = 0) -> None:
+    """Show a conversation the user is now in on the sidebars of their open pages, which then hear its news."""
+    if room.is_direct and room.peer is None:
+        room.peer = selectors.direct_peer(room=room, user=user)
+    html = fragments.sidebar_entry_added(room=room, unread=unread)
+    event = {"type": "sidebar.joined", "room_id": room.pk, "group": room.sidebar_group, "unread": unread, "html": html}
+    sidebar_publish(user_id=user.pk, event=event)
+
+
+@published_best_effort
+def sidebar_left_publish(*, room: Room, user_ids: list[int]) -> None:
+    event = {"type": "sidebar.left", "room_id": room.pk, "html": fragments.sidebar_entry_removed(room=room)}
+    for user_id in user_ids:
+        sidebar_publish(user_id=user_id, event=event)
+
+
 @published_best_effort
 def room_created_publish(*, room: Room) -> None:
-    """Show a new room at the top of every open directory."""
+    """Show a new (or newly public) room at the top of every open directory's first page."""
     html = fragments.directory_room_added(room=room)
-    group_publish(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})
+    group_publish(DIRECTORY_GROUP, {"type": "chat.fragment", "html": html, "room_added": True})
 
 
 @dataclass(frozen=True)
@@ -257,8 +426,9 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
             if member is None:  # Redis could not count: the database does, under the author's row lock
                 message_rate_check(author=author)
                 created_at = None  # then stored at the INSERT, after the lock, as the count assumes
-            body, recipient = parsed.body, parsed.recipient
-            return message_create(room=room, author=author, body=body, recipient=recipient, created_at=created_at)
+            if parsed.recipient is not None:  # /pm: a message of the two people's conversation, wherever typed
+                room = direct_room_get_or_create(user=author, peer=parsed.recipient)
+            return message_create(room=room, author=author, body=parsed.body, created_at=created_at)
     except BaseException as error:
         if member is not None and not isinstance(error, DeliveryError):  # not stored: the admission goes too
             flood.message_forget(user_id=author.pk, member=member)
@@ -270,9 +440,11 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
         raise
 
 
-def message_create(
-    *, room: Room, author: User, body: str, recipient: User | None = None, created_at: datetime | None = None
-) -> Message:
+def message_create(*, room: Room, author: User, body: str, created_at: datetime | None = None) -> Message:
+    """Store a message of a conversation (a direct one's names the other person as its recipient)."""
+    recipient = None
+    if room.is_direct:
+        recipient = room.peer if room.peer is not None else selectors.direct_peer(room=room, user=author)
     # Mentions are looked up first: the rendering marks them, and is stored with the row in one INSERT.
     mentioned = None if recipient is not None else message_mentions_find(body=body, author=author)
     message = Message.objects.create(
@@ -283,12 +455,20 @@ def message_create(
         body_html=formatting.render_message(body, mention_names=[user.username for user in mentioned or []]),
         created_at=created_at or timezone.now(),
     )
+    # The directory and the sidebars order by it; a direct conversation's first message puts it in both sidebars.
+    first = room.is_direct and Room.objects.filter(pk=room.pk, last_message_at=None).update(
+        last_message_at=message.created_at
+    )
+    if not first:
+        Room.objects.filter(pk=room.pk).update(last_message_at=message.created_at)
+    room.last_message_at = message.created_at
     if mentioned is not None:
         message_mentions_record(message=message, users=mentioned)
     # No attachment yet (attachment_create adds one before the commit): rendering it needs no query.
     Message.attachment.related.set_cached_value(message, None)
+    Message.room.field.set_cached_value(message, room)
     # Published once stored: at once in autocommit, after the commit inside a transaction.
-    transaction.on_commit(partial(message_publish, message=message), robust=False)
+    transaction.on_commit(partial(message_publish, message=message, first=bool(first)), robust=False)
     return message
 
 
@@ -355,19 +535,26 @@ def message_retract(*, message: Message, by: User) -> Message:
     return message
 
 
-def message_groups(*, message: Message) -> list[str]:
-    """The groups that show a message: the room's, or the two people's of a private one."""
+def message_groups(*, message: Message) -> list[tuple[str, bool]]:
+    """The groups that show a message, each with whether it shows there as a whisper: the conversation's pages,
+    and for a direct conversation's message the two people's other pages too."""
+    groups = [(message.room.group_name, False)]
     if message.is_private:
-        return [user_group(message.recipient_id), user_group(message.author_id)]
-    return [message.room.group_name]
+        groups += [(user_group(message.recipient_id), True), (user_group(message.author_id), True)]
+    return groups
+
+
+def conversation_event(*, message: Message, whisper: bool, html: str) -> dict[str, object]:
+    """A frame for a conversation's pages, or a whisper that its own pages skip (they have it already)."""
+    return {"type": "chat.fragment", "html": html, **({"whisper_room_id": message.room_id} if whisper else {})}
 
 
 @published_best_effort
 def message_replaced_publish(*, message: Message) -> None:
-    """Replace an edited or retracted message in every page that shows it, rendered once."""
-    event = {"type": "chat.fragment", "html": fragments.message_replaced(message=message)}
-    for group in message_groups(message=message):
-        group_publish(group, event)
+    """Replace an edited or retracted message in every page that shows it, rendered once (and once as a whisper)."""
+    for group, whisper in message_groups(message=message):
+        html = fragments.message_replaced(message=message, whisper=whisper)
+        group_publish(group, conversation_event(message=message, whisper=whisper, html=html))
 
 
 def reaction_emoji_validate(emoji: str) -> str:
@@ -404,9 +591,9 @@ def reaction_toggle(*, message: Message, user: User, emoji: str) -> Message:
 @published_best_effort
 def reactions_publish(*, message: Message) -> None:
     """Replace the message's reactions in every page that shows it, rendered once."""
-    event = {"type": "chat.fragment", "html": fragments.reactions(message=message)}
-    for group in message_groups(message=message):
-        group_publish(group, event)
+    html = fragments.reactions(message=message)
+    for group, whisper in message_groups(message=message):
+        group_publish(group, conversation_event(message=message, whisper=whisper, html=html))
 
 
 def attachment_rate_check(*, author: User) -> None:
@@ -433,13 +620,11 @@ def attachment_size_check(*, size: int | None) -> None:
         )
 
 
-def attachment_create(
-    *, room: Room, author: User, upload: UploadedFile | None, caption: str = "", recipient: User | None = None
-) -> Message:
-    """Share a file in a room (or privately with `recipient`) as a message, shown live like any other.
+def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, caption: str = "") -> Message:
+    """Share a file in a conversation as a message, shown live like any other.
 
     Images get a thumbnail, made once here. Who may then fetch the file follows who may read the message
-    (selectors.attachment_get_visible), so a conversation page can share files through this as well.
+    (selectors.attachment_get_visible).
     """
     if room.read_only:
         raise ChatError(f"#{room.name} is read-only: nobody can post here right now.", reason="room_read_only")
@@ -477,7 +662,7 @@ def attachment_create(
             # First of the commit's callbacks: a failing live delivery after it must not delete committed files.
             transaction.on_commit(partial(committed.append, True))
             attachment_rate_check(author=author)
-            message = message_create(room=room, author=author, body=caption, recipient=recipient)
+            message = message_create(room=room, author=author, body=caption)
             attachment.message = message
             # The storage writes the bytes under a name of our own (Attachment.file's upload_to), never the upload's.
             attachment.file.save(name, upload, save=False)
@@ -515,33 +700,40 @@ def attachment_files_delete(*, names: list[str]) -> None:
             logger.warning("attachment file not deleted", exc_info=True, extra={"file": name})
 
 
-def room_mark_read(*, room: Room, user: User, latest_id: int | None = None) -> int | None:
-    """Record that the user has read the room to its newest message; the previous mark (None: first visit).
+def message_publish(*, message: Message, first: bool = False) -> None:
+    """Render the message once and send it to its conversation's pages (and a direct one's as a whisper to the two
+    people's other pages); then the news to the members' sidebars and, for a public room, to the directories.
 
-    `latest_id`: the room's newest message id when the caller already knows it (a socket's shared log).
+    `first`: the first message of a direct conversation, which puts it in both people's sidebars.
     """
-    latest = selectors.room_latest_message_id(room=room) if latest_id is None else latest_id
-    visit, created = RoomVisit.objects.get_or_create(room=room, user=user, defaults={"last_read_id": latest})
-    if not created and visit.last_read_id != latest:
-        RoomVisit.objects.filter(pk=visit.pk).update(last_read_id=latest)
-    return None if created else visit.last_read_id
-
-
-def message_publish(*, message: Message) -> None:
-    """Render the message once and send it to the room, or to the two people of a private message."""
-    html = fragments.message_appended(message=message)
-    groups = message_groups(message=message)
-    event = {"type": "chat.fragment", "html": html, "message_id": message.pk}
+    room = message.room
     try:
-        for group in groups:
+        for group, whisper in message_groups(message=message):
+            html = fragments.message_appended(message=message, whisper=whisper)
+            event = {**conversation_event(message=message, whisper=whisper, html=html), "message_id": message.pk}
             group_publish(group, event)
-        if not message.is_private:
+        if first:
+            for user, peer in ((message.author, message.recipient), (message.recipient, message.author)):
+                unread = 0 if user.pk == message.author_id else 1
+                shown = Room(pk=room.pk, name=room.name, kind=room.kind, last_message_at=room.last_message_at)
+                shown.peer = peer
+                sidebar_joined_publish(room=shown, user=user, unread=unread)
+        else:
+            news = {
+                "type": "sidebar.news",
+                "room_id": room.pk,
+                "message_id": message.pk,
+                "author_id": message.author_id,
+                "mentioned": message.mentioned_ids,
+            }
+            group_publish(room.sidebar_group, news)
+        if room.kind == Room.Kind.PUBLIC:
             from chat.hub import directory_news_note  # the hub publishes through these services
 
             # Coalesced per room and second by this process's hub; one's own message is not news to one's directory.
-            news = partial(directory_news_note, room=message.room, message_id=message.pk, author_id=message.author_id)
+            news = partial(directory_news_note, room=room, message_id=message.pk, author_id=message.author_id)
             async_to_sync(news)(last_message_at=message.created_at)
-            flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=message.room)}
+            flag = {"type": "chat.fragment", "html": fragments.directory_mentioned(room=room)}
             for user_id in message.mentioned_ids:
                 group_publish(directory_user_group(user_id), flag)
     except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
@@ -563,12 +755,7 @@ def message_delete_many(*, messages: QuerySet[Message], by: User) -> int:
         return 0
     removals: dict[str, list[int]] = defaultdict(list)
     for message in doomed:
-        groups = (
-            [user_group(message.recipient_id), user_group(message.author_id)]
-            if message.is_private
-            else [message.room.group_name]
-        )
-        for group in groups:
+        for group, _whisper in message_groups(message=message):
             removals[group].append(message.pk)
     with transaction.atomic():
         files = attachment_file_names(Attachment.objects.filter(message__in=[message.pk for message in doomed]))

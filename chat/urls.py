@@ -2,6 +2,26 @@ from django.urls import path
 
 from chat import views
 
+
+def conversation_urls(key: str, *, room_only: bool = False) -> list:
+    """The pages under one conversation: `/chat/<room_name>/...` or `/dm/<username>/...` (the same views)."""
+    patterns = [
+        path(f"<str:{key}>/attachments/", views.attachment_upload, name="attachments"),
+        path(f"<str:{key}>/private-to/", views.private_message_form, name="private_form"),
+        path(f"<str:{key}>/history/", views.room_history, name="history"),
+        path(f"<str:{key}>/search/", views.room_search, name="search"),
+        path(f"<str:{key}>/messages/<int:message_id>/", views.message_in_context, name="message"),
+    ]
+    if room_only:
+        patterns += [
+            path(f"<str:{key}>/leave/", views.room_leave, name="leave"),
+            path(f"<str:{key}>/settings/", views.room_settings, name="settings"),
+            path(f"<str:{key}>/members/", views.room_member_add, name="members"),
+        ]
+    # Any path, so that every invalid name (slashes included) gets the clear 400 or 404 page.
+    return [*patterns, path(f"<path:{key}>/", views.room_detail, name="room")]
+
+
 app_name = "chat"
 urlpatterns = [
     path("", views.room_directory, name="directory"),
@@ -12,11 +32,8 @@ urlpatterns = [
     path(
         "files/<int:attachment_id>/thumbnail/", views.attachment_file, {"thumbnail": True}, name="attachment_thumbnail"
     ),
-    path("<str:room_name>/attachments/", views.attachment_upload, name="attachments"),
-    path("<str:room_name>/private-to/", views.private_message_form, name="private_form"),
-    path("<str:room_name>/history/", views.room_history, name="history"),
-    path("<str:room_name>/search/", views.room_search, name="search"),
-    path("<str:room_name>/messages/<int:message_id>/", views.message_in_context, name="message"),
-    # Any path, so that every invalid name (slashes included) gets the clear 400 page.
-    path("<path:room_name>/", views.room_detail, name="room"),
+    *conversation_urls("room_name", room_only=True),
 ]
+
+# Included at /dm/ with the namespace "dm": a direct conversation's pages, by the other person's username.
+dm_urlpatterns = (conversation_urls("username"), "dm")

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages as notices
 from django.contrib.auth.decorators import login_required
 from django.http import (
     FileResponse,
@@ -18,6 +19,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import User
 from chat import attachments, fragments, selectors, services
 from chat.models import Attachment, Room
 
@@ -25,51 +27,60 @@ from chat.models import Attachment, Room
 @require_GET
 @login_required
 def room_directory(request: HttpRequest) -> HttpResponse:
-    """Every room with its online count; `?name=` opens (or creates) a room."""
+    """The public rooms, 50 a page (`?page=`, `?q=` filters by name); `?name=` opens (or creates) a room."""
     name = request.GET.get("name")
+    query = request.GET.get("q", "").strip()[:50]
+    context = {
+        "rooms": selectors.room_directory(user=request.user, query=query, page=request.GET.get("page", 1)),
+        "query": query,
+        "sidebar": selectors.sidebar(user=request.user),
+    }
     if name is not None:
         name = name.strip()
         try:
             services.room_name_validate(name)
         except services.InvalidRoomName as error:
-            return render(
-                request,
-                "chat/directory.html",
-                {"rooms": selectors.room_directory(user=request.user), "name": name, "error": str(error)},
-                status=400,
-            )
+            return render(request, "chat/directory.html", {**context, "name": name, "error": str(error)}, status=400)
         return redirect("chat:room", room_name=name)
-    return render(request, "chat/directory.html", {"rooms": selectors.room_directory(user=request.user)})
+    return render(request, "chat/directory.html", context)
 
 
-def room_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Pass the view the room the URL names (created when new), or answer the clear 400 page."""
+def conversation_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Pass the view the conversation its URL names, for this reader: a room (created when new) by `room_name`,
+    or the direct conversation with `username`. A room name that cannot be gets the clear 400 page; a conversation
+    the reader may not read is a 404, as if it did not exist (chat.services.conversation_open decides)."""
 
     @wraps(view)
-    def with_room(request: HttpRequest, room_name: str, **kwargs: object) -> HttpResponse:
+    def with_conversation(
+        request: HttpRequest, room_name: str | None = None, username: str | None = None, **kwargs: object
+    ) -> HttpResponse:
         try:
-            room = services.room_get_or_create(name=room_name)
+            room = services.conversation_open(user=request.user, room_name=room_name, username=username)
         except services.InvalidRoomName as error:
             context = {"name": room_name, "error": str(error)}
             return render(request, "chat/room_invalid.html", context, status=400)
+        except services.NotFound as error:
+            raise Http404(str(error)) from error
         return view(request, room, **kwargs)
 
-    return with_room
+    return with_conversation
 
 
 @require_GET
 @login_required
-@room_view
+@conversation_view
 def room_detail(request: HttpRequest, room: Room) -> HttpResponse:
-    """The room page: its recent log, who is online, the message box."""
+    """A conversation's page: its recent log, who is online, the message box. Opening a room joins it."""
     return room_page(request, room)
 
 
 def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
-    """The room page, also with an error in #chat-error (an upload posted without htmx)."""
+    """The conversation's page, also with an error in #chat-error (an upload posted without htmx)."""
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
+    if not room.is_direct:
+        services.room_member_join(room=room, user=request.user)
     context = {
         **fragments.limits(),
         "room": room,
@@ -78,13 +89,23 @@ def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int 
         "chat_messages": messages,
         "divider_id": selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=request.user),
         "online_users": selectors.room_online_users(room=room),
+        "sidebar": selectors.sidebar(user=request.user, current=room),
+        "can_manage": can_manage(room, request.user),
     }
     return render(request, "chat/room.html", context, status=status)
 
 
+def can_manage(room: Room, user: User) -> bool:
+    try:
+        services.room_manage_check(room=room, by=user)
+    except services.ChatError:
+        return False
+    return True
+
+
 @require_GET
 @login_required
-@room_view
+@conversation_view
 def room_history(request: HttpRequest, room: Room) -> HttpResponse:
     """The page of messages before `?before=<id>`, loaded as the reader scrolls up."""
     before = request.GET.get("before", "")
@@ -96,9 +117,9 @@ def room_history(request: HttpRequest, room: Room) -> HttpResponse:
 
 @require_GET
 @login_required
-@room_view
+@conversation_view
 def room_search(request: HttpRequest, room: Room) -> HttpResponse:
-    """The room's messages matching the words of `?q=`."""
+    """The conversation's messages matching the words of `?q=`."""
     query = request.GET.get("q", "").strip()[:200]
     results = selectors.message_search(room=room, query=query) if query else []
     return render(request, "chat/search.html", {"room": room, "query": query, "results": results})
@@ -106,14 +127,72 @@ def room_search(request: HttpRequest, room: Room) -> HttpResponse:
 
 @require_GET
 @login_required
-@room_view
+@conversation_view
 def message_in_context(request: HttpRequest, room: Room, message_id: int) -> HttpResponse:
-    """A room message in its place in the history, with the messages around it."""
+    """A conversation's message in its place in the history, with the messages around it."""
     messages = selectors.message_context(room=room, message_id=message_id)
     if not any(m.pk == message_id for m in messages):
-        raise Http404("No such message in this room.")
+        raise Http404("No such message in this conversation.")
     context = {"room": room, "chat_messages": messages, "target": message_id}
     return render(request, "chat/message_context.html", context)
+
+
+@require_POST
+@login_required
+@conversation_view
+def room_leave(request: HttpRequest, room: Room) -> HttpResponse:
+    """Take the room off one's sidebar (it stays in the directory; opening it joins it again)."""
+    try:
+        services.room_leave(room=room, user=request.user)
+    except services.NotFound as error:
+        raise Http404(str(error)) from error
+    notices.info(request, f"You left {room.title}.")
+    return redirect("chat:directory")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@conversation_view
+def room_settings(request: HttpRequest, room: Room) -> HttpResponse:
+    """Who is in the room and whether it is private; its creator (or staff) changes them (`private=on`)."""
+    if room.is_direct:
+        raise Http404("There is no such room.")
+    if request.method == "POST":
+        try:
+            services.room_privacy_set(room=room, private=request.POST.get("private") == "on", by=request.user)
+        except services.ChatError as error:
+            return room_settings_page(request, room, error=str(error), status=403)
+        notices.success(request, f"{room.title} is now {'private' if room.is_private else 'public'}.")
+        return redirect("chat:settings", room_name=room.name)
+    return room_settings_page(request, room)
+
+
+def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
+    context = {
+        "room": room,
+        "members": selectors.room_member_names(room=room),
+        "can_manage": can_manage(room, request.user),
+        "error": error,
+        "username": request.POST.get("username", ""),
+        "sidebar": selectors.sidebar(user=request.user, current=room),
+    }
+    return render(request, "chat/room_settings.html", context, status=status)
+
+
+@require_POST
+@login_required
+@conversation_view
+def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
+    """Add a person to the room by `username` (its creator or staff): a private room's way in."""
+    if room.is_direct:
+        raise Http404("There is no such room.")
+    try:
+        member = services.room_member_add(room=room, username=request.POST.get("username", ""), by=request.user)
+    except services.ChatError as error:
+        status = 403 if error.reason == "not_creator" else 400
+        return room_settings_page(request, room, error=str(error), status=status)
+    notices.success(request, f"{member.username} is now a member of {room.title}.")
+    return redirect("chat:settings", room_name=room.name)
 
 
 @require_http_methods(["GET", "POST"])
@@ -127,7 +206,7 @@ def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
         if request.method == "POST":
             services.message_edit(message=message, by=request.user, body=request.POST.get("body", ""))
             if not request.htmx:  # posted before htmx took the form over: back to the room, edit saved
-                return redirect("chat:room", room_name=message.room.name)
+                return redirect(selectors.room_as_seen_by(room=message.room, user=request.user))
             return HttpResponse(fragments.message_replaced(message=message))
         services.message_own_check(message=message, by=request.user)
     except services.ChatError as error:
@@ -151,11 +230,11 @@ def message_retract(request: HttpRequest, message_id: int) -> HttpResponse:
 
 @require_GET
 @login_required
-@room_view
+@conversation_view
 def private_message_form(request: HttpRequest, room: Room) -> HttpResponse:
     """The message form prefilled with `/pm <username> `, swapped in when a name is clicked."""
     if not request.htmx:
-        return redirect("chat:room", room_name=room.name)
+        return redirect(room)
     recipient = selectors.user_get_by_username(username=request.GET.get("to", ""))
     draft = f"/pm {recipient.username} " if recipient else ""
     return HttpResponse(fragments.message_form(room=room, draft=draft, oob=False))
@@ -173,7 +252,7 @@ def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
             return HttpResponseBadRequest(str(error))
         return HttpResponseForbidden(str(error))
     if not request.htmx:
-        return redirect("chat:room", room_name=message.room.name)
+        return redirect(selectors.room_as_seen_by(room=message.room, user=request.user))
     # Swapped out of band (the button says hx-swap="none"); the socket brings the same to the other pages.
     return HttpResponse(fragments.reactions(message=message))
 
@@ -183,15 +262,15 @@ def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
 @csrf_exempt
 @require_POST
 @login_required
-def attachment_upload(request: HttpRequest, room_name: str) -> HttpResponse:
-    """Share the posted `file` (and `caption`) in the room as a message; an error shows in #chat-error."""
+def attachment_upload(request: HttpRequest, **conversation: str) -> HttpResponse:
+    """Share the posted `file` (and `caption`) in the conversation as a message; an error shows in #chat-error."""
     limiter = attachments.SizeLimitedUploadHandler(request, limit=settings.CHAT_ATTACHMENT_MAX_BYTES)
     request.upload_handlers.insert(0, limiter)
-    return _attachment_upload(request, room_name, limiter=limiter)
+    return _attachment_upload(request, **conversation, limiter=limiter)
 
 
 @csrf_protect
-@room_view
+@conversation_view
 def _attachment_upload(
     request: HttpRequest, room: Room, limiter: attachments.SizeLimitedUploadHandler
 ) -> HttpResponse:
@@ -207,7 +286,7 @@ def _attachment_upload(
             return room_page(request, room, error=str(error), status=400)
         return HttpResponse(fragments.chat_error(error=str(error)))
     if not request.htmx:
-        return redirect("chat:room", room_name=room.name)
+        return redirect(room)
     # The message itself arrives over the socket, like every other; here the error is cleared and the form reset.
     return HttpResponse(fragments.chat_error() + fragments.upload_form(request=request, room=room))
 

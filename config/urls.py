@@ -2,12 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from chat.urls import dm_urlpatterns
 from config import csp_report, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:directory", permanent=False)),
     path("accounts/", include("allauth.urls")),
     path("chat/", include("chat.urls")),
+    path("dm/", include(dm_urlpatterns)),
     path("admin/", admin.site.urls),
     # For load balancers (README, "Operations"): no slash, no login, no redirect.
     path("healthz", health.healthz, name="healthz"),
