@@ -51,9 +51,10 @@ def rooms_readable_by(*, user: User) -> QuerySet[Room]:
 
 
 def room_readable(*, room: Room, user: User) -> bool:
+    """rooms_readable_by() for one room; a public room needs no query."""
     if not user.is_authenticated:
         return False
-    return rooms_readable_by(user=user).filter(pk=room.pk).exists()
+    return room.kind == Room.Kind.PUBLIC or rooms_readable_by(user=user).filter(pk=room.pk).exists()
 
 
 def messages_visible_to(*, user: User) -> QuerySet[Message]:
@@ -81,13 +82,13 @@ def room_directory(*, user: User, query: str = "", page: int | str = 1) -> Page:
     return listing
 
 
-def unread_mark(*, user: User, rooms: list[Room]) -> None:
+def unread_mark(*, user: User, rooms: list[Room], read: dict[int, int] | None = None) -> None:
     """Set each room's `last_read_id` (None: not joined), `unread_count`, `mentioned`, `online_count` and
-    `open_now`, in three queries for any number of rooms."""
+    `open_now`, in three queries for any number of rooms (two when `read` has the user's marks already)."""
     room_ids = [room.pk for room in rooms]
-    read = dict(
-        Membership.objects.filter(user_id=user.pk, room_id__in=room_ids).values_list("room_id", "last_read_id")
-    )
+    if read is None:
+        memberships = Membership.objects.filter(user_id=user.pk, room_id__in=room_ids)
+        read = dict(memberships.values_list("room_id", "last_read_id"))
     since = Message.objects.filter(
         room_id__in=list(read), room__memberships__user_id=user.pk, id__gt=F("room__memberships__last_read_id")
     )
@@ -135,7 +136,7 @@ def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
     A direct conversation shows once it has a message, or while it is the page's own.
     """
     counted_up_to = message_latest_id()
-    memberships = Membership.objects.filter(user_id=user.pk).select_related("room")
+    memberships = list(Membership.objects.filter(user_id=user.pk).select_related("room"))
     rooms = [m.room for m in memberships]
     direct = [room for room in rooms if room.is_direct and (room.last_message_at or room == current)]
     peers = dict(
@@ -148,7 +149,8 @@ def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
             people.append(room)
     joined = sorted((room for room in rooms if not room.is_direct), key=lambda room: room.name.lower())
     people.sort(key=lambda room: room.last_message_at or room.created_at, reverse=True)
-    unread_mark(user=user, rooms=[*joined, *people])
+    read = {m.room_id: m.last_read_id for m in memberships}
+    unread_mark(user=user, rooms=[*joined, *people], read=read)
     for room in [*joined, *people]:
         room.is_current = current is not None and room.pk == current.pk
         if room.is_current:

@@ -79,7 +79,7 @@ def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int 
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
-    if not room.is_direct:
+    if last_read_id is None:  # a room opened for the first time (or again after leaving it) is joined
         services.room_member_join(room=room, user=request.user)
     context = {
         **fragments.limits(),

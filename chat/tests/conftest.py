@@ -15,7 +15,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from accounts.models import User
-from chat import presence, selectors
+from chat import presence, selectors, services
 from chat.hub import hubs_stop
 from config.asgi import application
 from tests.support.servers import redis_url_or_skip
@@ -99,6 +99,12 @@ async def online_ids(room: str = "lobby") -> set[int]:
     """Who the presence store counts as online in the room."""
     found = await sync_to_async(selectors.room_get)(name=room)
     return await presence.store().online(room_id=found.pk) if found else set()
+
+
+def direct_message(author: User, recipient: User, body: str):
+    """Store a message of the two people's direct conversation, as `/pm` does (without the flood count)."""
+    room = services.direct_room_get_or_create(user=author, peer=recipient)
+    return services.message_create(room=room, author=author, body=body)
 
 
 def send_message(socket: WebsocketCommunicator, text: str):

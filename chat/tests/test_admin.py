@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from chat import services
 from chat.models import Message, Room
-from chat.tests.conftest import hears_only_presence, joined, open_socket, receive_until, send_message
+from chat.tests.conftest import direct_message, hears_only_presence, joined, open_socket, receive_until, send_message
 from tests.support.html import visible_text
 
 
@@ -63,7 +63,7 @@ def admin_urls(message: Message, private: Message, room: Room, user: User) -> li
 
 def test_a_logged_in_user_who_is_not_staff_reaches_no_admin_page(alice, bob, alice_client, lobby):
     message = Message.objects.create(room=lobby, author=bob, body="hello")
-    private = Message.objects.create(room=lobby, author=bob, recipient=alice, body="psst")
+    private = direct_message(bob, alice, "psst")
 
     for url in admin_urls(message, private, lobby, bob):
         response = alice_client.get(url)
@@ -155,7 +155,7 @@ def test_messages_filter_by_date(moderator_client, alice, lobby):
 
 def test_room_messages_and_private_messages_are_listed_apart(moderator_client, alice, bob, lobby):
     Message.objects.create(room=lobby, author=alice, body="for everyone")
-    Message.objects.create(room=lobby, author=alice, recipient=bob, body="only for bob")
+    direct_message(alice, bob, "only for bob")
 
     public = visible_text(moderator_client.get(reverse("admin:chat_message_changelist")).content.decode())
     private = visible_text(moderator_client.get(reverse("admin:chat_privatemessage_changelist")).content.decode())
@@ -212,16 +212,22 @@ def test_delete_selected_deletes_through_the_service_one_removal_per_group(
     }
 
 
-def test_deleting_a_private_message_publishes_to_both_people_only(
+def test_deleting_a_private_message_publishes_to_its_conversation_and_both_people_only(
     moderator_client, alice, bob, lobby, removals, django_capture_on_commit_callbacks
 ):
-    private = Message.objects.create(room=lobby, author=alice, recipient=bob, body="psst")
+    private = direct_message(alice, bob, "psst")
 
     with django_capture_on_commit_callbacks(execute=True):
         moderator_client.post(reverse("admin:chat_privatemessage_delete", args=[private.pk]), {"post": "yes"})
 
     assert not Message.objects.filter(pk=private.pk).exists()
-    assert removals == [{services.user_group(bob.pk): [private.pk], services.user_group(alice.pk): [private.pk]}]
+    assert removals == [
+        {
+            private.room.group_name: [private.pk],
+            services.user_group(bob.pk): [private.pk],
+            services.user_group(alice.pk): [private.pk],
+        }
+    ]
 
 
 def test_deleting_a_user_removes_their_messages_from_open_pages(
@@ -284,6 +290,11 @@ def test_the_room_page_says_when_the_room_is_read_only(alice_client, lobby):
     assert "This room is read-only" in visible_text(page)
 
 
+def room_form(**fields: str) -> dict[str, str]:
+    """The room's change form as the admin posts it: its fields and its (empty) members formset."""
+    return {"kind": "public", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0", **fields}
+
+
 def test_the_change_form_and_the_actions_set_read_only_through_the_service(
     moderator_client, lobby, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -292,7 +303,7 @@ def test_the_change_form_and_the_actions_set_read_only_through_the_service(
     other = Room.objects.create(name="other")
 
     with django_capture_on_commit_callbacks(execute=True):
-        moderator_client.post(reverse("admin:chat_room_change", args=[lobby.pk]), {"read_only": "on"})
+        moderator_client.post(reverse("admin:chat_room_change", args=[lobby.pk]), room_form(read_only="on"))
     assert Room.objects.get(pk=lobby.pk).read_only
     assert published == [("lobby", True)]
 
@@ -372,7 +383,7 @@ async def test_a_room_made_read_only_in_the_admin_says_so_live_and_refuses_posts
     room = await sync_to_async(Room.objects.get)(name="lobby")
 
     client = await sync_to_async(staff_client)(moderator)
-    await sync_to_async(client.post)(reverse("admin:chat_room_change", args=[room.pk]), {"read_only": "on"})
+    await sync_to_async(client.post)(reverse("admin:chat_room_change", args=[room.pk]), room_form(read_only="on"))
 
     status = await receive_until(socket, lambda f: 'id="room-status"' in f)
     assert "This room is read-only" in visible_text(status)
@@ -382,7 +393,7 @@ async def test_a_room_made_read_only_in_the_admin_says_so_live_and_refuses_posts
     assert 'value="can I still talk?"' in error  # the text stays in the box
     assert await sync_to_async(Message.objects.count)() == 0
 
-    await sync_to_async(client.post)(reverse("admin:chat_room_change", args=[room.pk]), {})
+    await sync_to_async(client.post)(reverse("admin:chat_room_change", args=[room.pk]), room_form())
     status = await receive_until(socket, lambda f: 'id="room-status"' in f)
     assert "read-only" not in visible_text(status)
     await send_message(socket, "back again")

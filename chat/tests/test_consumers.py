@@ -17,6 +17,7 @@ from chat.tests.conftest import (
     departed,
     drain,
     hears_only_presence,
+    is_presence,
     joined,
     online_ids,
     open_socket,
@@ -367,7 +368,12 @@ async def test_a_private_message_does_not_show_as_room_activity_in_the_directory
     await drain(directory)  # the online counts of the joins just made
     await send_message(alice_socket, "/pm bob quiet")
     await receive_until(alice_socket, has_message("quiet"))
-    assert await hears_only_presence(directory, quiet=0.3)
+    # Only bob's sidebar hears of it: the conversation with alice appears there, one unread. No room row changes.
+    frames = [frame for frame in await drain(directory) if not is_presence(frame)]
+    assert len(frames) == 1
+    assert 'data-user="alice"' in frames[0]
+    assert "quiet" not in frames[0]
+    assert element_ids(frames[0])[0].startswith("sidebar-")
     await directory.disconnect()
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from chat import formatting, services
 from chat.formatting import render_message
+from chat.tests.conftest import direct_message
 from tests.support.html import parse, visible_text
 
 LINK_ATTRS = {"href", "rel", "target"}
@@ -272,6 +273,5 @@ def test_a_stored_message_keeps_its_rendering_and_an_edit_renders_again(alice, b
 
 @pytest.mark.django_db
 def test_a_private_message_is_formatted_but_marks_no_mention(alice, bob):
-    room = services.room_get_or_create(name="lobby")
-    message = services.message_create(room=room, author=alice, body="`@bob` @bob", recipient=bob)
+    message = direct_message(alice, bob, "`@bob` @bob")
     assert message.body_html == "<p><code>@bob</code> @bob</p>"

@@ -76,7 +76,7 @@ def test_every_page_of_a_signed_in_user_carries_the_policy(alice_client: Client,
 
 
 def test_a_message_in_its_context_carries_the_policy(alice_client: Client, lobby: Room):
-    message = selectors.message_list_recent(room=lobby, user=None)[-1]
+    message = selectors.room_messages_recent(room=lobby)[-1]
     response = alice_client.get(f"/chat/lobby/messages/{message.pk}/")
     assert response.status_code == 200
     assert_protected(response)

@@ -9,7 +9,7 @@ from django.test import Client
 
 from chat import fragments, services
 from chat.models import REACTION_EMOJI, Message, Reaction, Room
-from chat.tests.conftest import drain, hears_only_presence, joined, receive_until
+from chat.tests.conftest import direct_message, drain, hears_only_presence, joined, receive_until
 from tests.support.html import parse, visible_text
 
 THUMBS, HEART, EYES = REACTION_EMOJI[0], REACTION_EMOJI[1], REACTION_EMOJI[6]
@@ -140,7 +140,7 @@ def test_reactions_need_a_login_a_post_and_a_csrf_token(message, bob):
 
 
 def test_a_message_the_user_may_not_read_answers_404(room, alice, bob, carol):
-    whisper = services.message_create(room=room, author=alice, body="psst", recipient=bob)
+    whisper = direct_message(alice, bob, "psst")
     client = Client()
     client.force_login(carol)
     assert post(client, whisper, THUMBS).status_code == 404

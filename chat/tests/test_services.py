@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from chat import flood, selectors, services
 from chat.models import Message, Room
+from chat.tests.conftest import direct_message
 from tests.support.servers import redis_url_or_skip
 
 pytestmark = pytest.mark.django_db
@@ -71,8 +72,9 @@ def test_with_redis_the_eleventh_message_in_ten_seconds_is_refused_without_a_dat
     with pytest.raises(services.ChatError, match="Slow down"):
         services.message_post(room=room, author=alice, text="more")
     assert Message.objects.filter(author=alice).count() == 10
-    # No lock, no COUNT: SAVEPOINT, INSERT, RELEASE (the test's own transaction); on a socket BEGIN, INSERT, COMMIT.
-    with django_assert_num_queries(3):
+    # No lock, no COUNT: SAVEPOINT, INSERT, the room's last activity, RELEASE (the test's own transaction); on a
+    # socket BEGIN, INSERT, UPDATE, COMMIT.
+    with django_assert_num_queries(4):
         services.message_post(room=room, author=bob, text="counted in Redis")
 
 
@@ -102,15 +104,18 @@ def test_history_merges_the_room_with_the_users_private_messages(alice, bob, car
     other = services.room_get_or_create(name="other")
     public = services.message_create(room=room, author=bob, body="public")
     services.message_create(room=other, author=bob, body="elsewhere")
-    to_alice = services.message_create(room=other, author=bob, body="psst", recipient=alice)
-    services.message_create(room=room, author=bob, body="not for alice", recipient=carol)
+    to_alice = direct_message(bob, alice, "psst")
+    direct_message(bob, carol, "not for alice")
     assert selectors.message_list_recent(room=room, user=alice) == [public, to_alice]
+    # The conversation itself shows its own messages only.
+    assert selectors.message_list_recent(room=to_alice.room, user=alice) == [to_alice]
 
 
 def test_sending_a_message_is_one_insert_plus_the_rate_check(alice, room, django_assert_num_queries):
-    # The rate check locks the author's row, then counts (SECURITY.md); SAVEPOINT and RELEASE are there only
-    # because this test runs inside a transaction: a socket's post is BEGIN, lock, count, INSERT, COMMIT.
-    with django_assert_num_queries(5):
+    # The rate check locks the author's row, then counts (SECURITY.md); the room's last activity is kept for the
+    # directory's order; SAVEPOINT and RELEASE are there only because this test runs inside a transaction: a
+    # socket's post is BEGIN, lock, count, INSERT, UPDATE, COMMIT.
+    with django_assert_num_queries(6):
         services.message_post(room=room, author=alice, text="counted")
 
 
@@ -162,7 +167,8 @@ def test_a_retracted_message_keeps_its_place_but_not_its_text(alice, bob, room):
 
 
 def test_marking_a_room_read_returns_the_previous_mark(alice, bob, room):
-    assert services.room_mark_read(room=room, user=alice) is None
+    assert services.conversation_mark_read(room=room, user=alice) is None  # not a member: nothing to mark
+    assert services.conversation_mark_read(room=room, user=alice, join=True) is None  # joined now, read to here
     first = services.message_create(room=room, author=bob, body="one")
-    assert services.room_mark_read(room=room, user=alice) == 0
-    assert services.room_mark_read(room=room, user=alice) == first.pk
+    assert services.conversation_mark_read(room=room, user=alice) == 0
+    assert services.conversation_mark_read(room=room, user=alice) == first.pk

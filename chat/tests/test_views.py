@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from chat import presence, services
 from chat.models import Message, Room
+from chat.tests.conftest import direct_message
 from tests.support.html import element_ids, element_tags, visible_text
 
 pytestmark = pytest.mark.django_db
@@ -109,8 +110,7 @@ def test_message_text_on_the_page_is_escaped(alice_client, bob):
 
 
 def test_private_messages_show_only_on_the_pages_of_their_two_people(alice, bob, carol):
-    room = Room.objects.create(name="lobby")
-    services.message_create(room=room, author=alice, body="just for bob", recipient=bob)
+    direct_message(alice, bob, "just for bob")
     for user, sees in ((alice, True), (bob, True), (carol, False)):
         client = Client()
         client.force_login(user)
@@ -138,7 +138,8 @@ def test_scrolling_up_loads_older_pages_by_keyset_until_the_beginning(alice_clie
 
     page = alice_client.get("/chat/lobby/").content.decode()
     assert _message_ids(page) == ids[-50:]
-    assert f'hx-get="/chat/lobby/history/?before={ids[-50]}"' in page
+    # Relative to the page (/chat/lobby/): the same log serves every page of the conversation.
+    assert f'hx-get="history/?before={ids[-50]}"' in page
 
     older = alice_client.get(f"/chat/lobby/history/?before={ids[-50]}").content.decode()
     assert _message_ids(older) == ids[-100:-50]
@@ -152,8 +153,8 @@ def test_scrolling_up_loads_older_pages_by_keyset_until_the_beginning(alice_clie
 
 def test_scroll_back_includes_the_readers_private_messages_and_no_one_elses(alice_client, alice, bob, carol):
     room = Room.objects.create(name="lobby")
-    mine = services.message_create(room=room, author=bob, body="for alice", recipient=alice)
-    services.message_create(room=room, author=bob, body="for carol", recipient=carol)
+    mine = direct_message(bob, alice, "for alice")
+    direct_message(bob, carol, "for carol")
     newest = services.message_create(room=room, author=bob, body="public")
     older = alice_client.get(f"/chat/lobby/history/?before={newest.pk}").content.decode()
     assert _message_ids(older) == [mine.pk]
@@ -172,8 +173,9 @@ def test_a_room_of_100000_messages_opens_and_scrolls_back_in_a_constant_number_o
         (Message(room=room, author=bob, body=f"message {i}") for i in range(100_000)), batch_size=5000
     )
     middle = Message.objects.filter(room=room).order_by("id").values_list("id", flat=True)[50_000]
-    # session, user, room, log (room + private), read mark, online users
-    with django_assert_max_num_queries(7):
+    alice_client.get("/chat/big/")  # the first visit joins the room
+    # session, user, room, log (room + private), read mark, online users, sidebar (latest id, rooms, counts)
+    with django_assert_max_num_queries(10):
         assert alice_client.get("/chat/big/").status_code == 200
     with django_assert_max_num_queries(5):
         older = alice_client.get(f"/chat/big/history/?before={middle}").content.decode()
@@ -186,7 +188,7 @@ def test_search_finds_the_rooms_messages_by_every_word_and_links_each_to_its_pla
     hit = services.message_create(room=room, author=bob, body="The deploy finished at noon")
     services.message_create(room=room, author=bob, body="deploy failed")
     services.message_create(room=other, author=bob, body="deploy finished elsewhere")
-    services.message_create(room=room, author=bob, body="deploy finished privately", recipient=alice)
+    direct_message(bob, alice, "deploy finished privately")
 
     html = alice_client.get("/chat/lobby/search/", {"q": "deploy finished"}).content.decode()
 
@@ -208,9 +210,10 @@ def test_a_search_result_opens_the_message_among_its_neighbours(alice_client, bo
 
 
 def test_a_private_message_cannot_be_opened_through_the_context_page(alice_client, bob, carol):
-    room = Room.objects.create(name="lobby")
-    private = services.message_create(room=room, author=bob, body="secret", recipient=carol)
+    Room.objects.create(name="lobby")
+    private = direct_message(bob, carol, "secret")
     assert alice_client.get(f"/chat/lobby/messages/{private.pk}/").status_code == 404
+    assert alice_client.get(f"/dm/bob/messages/{private.pk}/").status_code == 404  # alice's own with bob
 
 
 def test_search_escapes_the_query_and_the_results(alice_client, bob):
@@ -227,8 +230,8 @@ def _directory_row(html: str, name: str) -> str:
 
 def test_the_directory_counts_unread_messages_since_the_last_visit_and_flags_mentions(alice_client, alice, bob):
     lobby, quiet, never = (Room.objects.create(name=n) for n in ("lobby", "quiet", "never"))
-    services.room_mark_read(room=lobby, user=alice)
-    services.room_mark_read(room=quiet, user=alice)
+    services.conversation_mark_read(room=lobby, user=alice, join=True)
+    services.conversation_mark_read(room=quiet, user=alice, join=True)
     services.message_create(room=lobby, author=bob, body="one")
     services.message_create(room=lobby, author=bob, body="two @alice")
     services.message_create(room=lobby, author=alice, body="my own")
@@ -247,7 +250,7 @@ def test_the_directory_counts_unread_messages_since_the_last_visit_and_flags_men
 def test_the_room_marks_where_the_new_messages_begin(alice_client, alice, bob):
     room = Room.objects.create(name="lobby")
     services.message_create(room=room, author=bob, body="seen before")
-    services.room_mark_read(room=room, user=alice)
+    services.conversation_mark_read(room=room, user=alice, join=True)
     new = services.message_create(room=room, author=bob, body="new one")
 
     html = alice_client.get("/chat/lobby/").content.decode()
@@ -298,7 +301,7 @@ def test_nobody_edits_or_deletes_another_users_message(alice_client, bob):
 
 
 def test_nobody_reaches_a_private_message_of_others_through_edit(alice_client, bob, carol):
-    message = services.message_create(room=Room.objects.create(name="lobby"), author=bob, body="psst", recipient=carol)
+    message = direct_message(bob, carol, "psst")
     assert alice_client.get(f"/chat/messages/{message.pk}/edit/").status_code == 404
 
 
