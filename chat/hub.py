@@ -77,6 +77,8 @@ class RoomState:
 
     room_id: int
     group: str
+    # Whether the directories list the room (a public one): only then do they hear its online count.
+    listed: bool = True
     # Who the room's online lists on this process show (user id to username); None until loaded.
     online: dict[int, str] | None = None
     # The last whole list rendered for a joining page, and whose it was.
@@ -273,6 +275,7 @@ class Hub:
         state = self.rooms.get(room.pk)
         if state is None:
             state = self.rooms[room.pk] = RoomState(room_id=room.pk, group=room.group_name)
+        state.listed = room.kind == Room.Kind.PUBLIC
         self.room_of_group[room.group_name] = state
         return state
 
@@ -403,6 +406,8 @@ class Hub:
                 continue
             try:
                 await self.publish(state.group, event)
+                if not state.listed:
+                    continue
                 count = await presence.store().count(room_id=state.room_id)
                 html = fragments.directory_online_count(room=Room(pk=state.room_id), online_count=count)
                 await self.publish(services.DIRECTORY_GROUP, {"type": "chat.fragment", "html": html})
