@@ -57,6 +57,9 @@ LAYER_LOST_ERROR = (
 )
 
 
+NOT_A_MEMBER_ERROR = "This room is private now, and you are not one of its members: it is closed to you."
+
+
 def readable(value: object) -> bool:
     """A string of real characters: JSON can also carry lone surrogates ("\\ud800"), which no database stores."""
     if not isinstance(value, str):
@@ -180,7 +183,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             return
         if room_id not in self.sidebar_unread:
             self.sidebar_unread[room_id] = event["unread"]
-            await self.hub_join([event["group"]])
+            await self.hub_join([event["sidebar_group"]])
         await self.send(text_data=event["html"])
 
     async def sidebar_left(self, event: dict) -> None:
@@ -460,7 +463,8 @@ class ChatRoomConsumer(HubConsumer):
             fields = socket_log_fields(
                 self.scope, room=self.room.name, reason="not_member", close_code=CLOSE_NOT_FOUND
             )
-            logger.info("socket closed: no longer a member", extra=fields)
+            logger.info("socket closed: not a member", extra=fields)
+            await self.send(text_data=fragments.chat_error(error=NOT_A_MEMBER_ERROR))
             await self.close(code=CLOSE_NOT_FOUND)
 
     def frame_for(self, event: dict) -> Frame | None:

@@ -335,7 +335,9 @@ def sidebar_joined_publish(*, room: Room, user: User, unread: int = 0) -> None:
     if room.is_direct and room.peer is None:
         room.peer = selectors.direct_peer(room=room, user=user)
     html = fragments.sidebar_entry_added(room=room, unread=unread)
-    event = {"type": "sidebar.joined", "room_id": room.pk, "group": room.sidebar_group, "unread": unread, "html": html}
+    # Not "group": group_publish names there the group an event was sent to.
+    event = {"type": "sidebar.joined", "room_id": room.pk, "sidebar_group": room.sidebar_group, "unread": unread}
+    event["html"] = html
     sidebar_publish(user_id=user.pk, event=event)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -34,6 +36,7 @@ from chat.tests.conftest import (
     session_cookie,
 )
 from config.asgi import application
+from tests.support.html import element_ids
 
 pytestmark = pytest.mark.django_db
 
@@ -391,6 +394,22 @@ async def test_a_first_direct_message_puts_the_author_in_the_recipients_live_sid
 
 @live_db
 @live
+async def test_after_a_first_direct_message_the_recipients_open_pages_count_the_next_ones(alice, bob):
+    alice_directory = await open_directory(alice)
+    bob_lobby = await joined(bob, "lobby")
+    await send_message(bob_lobby, "/pm alice are you there?")
+    await receive_until(alice_directory, lambda f: "sidebar-dms" in f and 'data-user="bob"' in f)
+    dm = await sync_to_async(Room.objects.get)(kind=Room.Kind.DIRECT)
+
+    await send_message(bob_lobby, "/pm alice hello?")
+
+    frame = await receive_until(alice_directory, lambda f: badge_update(f, dm.pk) is not None)
+    assert badge_update(frame, dm.pk) == (2, False)
+    await disconnect(alice_directory, bob_lobby)
+
+
+@live_db
+@live
 async def test_the_page_showing_the_conversation_gets_no_badge_for_it(alice, bob):
     alice_lobby = await joined(alice, "lobby")
     lobby = await room_named("lobby")
@@ -489,6 +508,39 @@ async def test_opening_a_room_socket_joins_it_and_the_users_other_pages_show_it_
     await disconnect(alice_directory, alice_lobby)
 
 
+@live_db
+@live
+async def test_a_room_joined_by_its_socket_is_then_counted_on_the_users_pages_opened_before(alice, bob):
+    alice_directory = await open_directory(alice)
+    await disconnect(await joined(alice, "lobby"))  # joined, then closed
+    lobby = await room_named("lobby")
+    await receive_until(alice_directory, lambda f: "sidebar-rooms" in f and 'data-room="lobby"' in f)
+    bob_lobby = await joined(bob, "lobby")
+
+    await send_message(bob_lobby, "news for alice")
+
+    frame = await receive_until(alice_directory, lambda f: badge_update(f, lobby.pk) is not None)
+    assert badge_update(frame, lobby.pk) == (1, False)
+    await disconnect(alice_directory, bob_lobby)
+
+
+@live_db
+@live
+async def test_opening_a_room_page_joins_it_live_the_users_open_pages_then_count_its_messages(alice, bob):
+    alice_directory = await open_directory(alice)
+    client = await sync_to_async(logged_in)(alice)
+
+    assert (await sync_to_async(client.get)("/chat/lobby/")).status_code == 200
+
+    lobby = await room_named("lobby")
+    await receive_until(alice_directory, lambda f: "sidebar-rooms" in f and 'data-room="lobby"' in f)
+    bob_lobby = await joined(bob, "lobby")
+    await send_message(bob_lobby, "news for alice")
+    frame = await receive_until(alice_directory, lambda f: badge_update(f, lobby.pk) is not None)
+    assert badge_update(frame, lobby.pk) == (1, False)
+    await disconnect(alice_directory, bob_lobby)
+
+
 def test_leaving_a_room_needs_csrf_takes_it_off_the_sidebar_and_keeps_it_in_the_directory(alice):
     client = logged_in(alice, enforce_csrf=True)
     assert client.get("/chat/lobby/").status_code == 200
@@ -555,12 +607,14 @@ def test_a_direct_page_needs_a_login(client: Client, bob):
 
 def test_a_direct_page_has_the_room_pages_elements_in_any_casing_of_the_name(alice, bob):
     client = logged_in(alice)
+    numbered = re.compile(r".*-\d+")
+    room_ids = {i for i in element_ids(client.get("/chat/lobby/").content.decode()) if not numbered.fullmatch(i)}
+    assert {"messages", "online-users", "message-form", "chat-error", "sidebar", "upload-form"} <= room_ids
     for path in ("/dm/bob/", "/dm/BOB/", "/dm/Bob/"):
         response = client.get(path)
         assert response.status_code == 200, path
         html = response.content.decode()
-        for element_id in ("messages", "online-users", "message-form", "chat-error", "sidebar"):
-            assert tree(html).find(id=element_id) is not None, (path, element_id)
+        assert room_ids <= set(element_ids(html)), (path, room_ids - set(element_ids(html)))
         assert 'ws-connect="/ws/dm/bob/"' in html
         assert tree(html).find("h1", id="room-title").text == "@bob"
     assert Room.objects.filter(kind=Room.Kind.DIRECT).count() == 1
@@ -611,6 +665,9 @@ async def test_a_direct_socket_carries_the_log_the_online_list_the_sidebar_and_l
     assert "message--private" not in frame  # in the conversation itself it is no whisper
     form = await receive_until(alice_dm, lambda f: 'id="message-form"' in f)
     assert 'value=""' in form
+    await alice_dm.send_to(text_data=json.dumps({"typing": True, "HEADERS": {"HX-Trigger": None}}))
+    notice = await receive_until(bob_dm, lambda f: "is typing" in f)
+    assert tree(notice).text == "alice is typing…"
     message = await sync_to_async(Message.objects.select_related("room", "recipient").get)(body="hello bob")
     assert message.room.kind == Room.Kind.DIRECT
     assert message.recipient == bob
