@@ -299,6 +299,20 @@ def room_member_add(*, room: Room, username: str, by: User) -> User:
     return member
 
 
+def room_member_remove(*, room: Room, username: str, by: User) -> User:
+    """Take a person out of a room (the creator or staff): out of their sidebar, and of a private room altogether."""
+    room_manage_check(room=room, by=by)
+    member = selectors.user_get_by_username(username=username.strip().lstrip("@"))
+    if member is None or not Membership.objects.filter(room=room, user=member).exists():
+        raise ChatError(f"{username.strip()[:150]} is not a member of #{room.name}.", reason="not_member")
+    if member.pk == room.created_by_id:
+        raise ChatError(f"{member.username} created #{room.name}: only they can leave it.", reason="creator")
+    Membership.objects.filter(room=room, user=member).delete()
+    room_members_changed(room=room, added=[], removed_ids=[member.pk])
+    logger.info("room member removed", extra={"room": room.name, "member": member.username, "by": by.username})
+    return member
+
+
 def room_members_changed(*, room: Room, added: Iterable[User], removed_ids: Iterable[int]) -> None:
     """Memberships changed outside the services (the admin): sidebars and a private room's sockets follow."""
     for user in added:

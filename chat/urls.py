@@ -17,6 +17,7 @@ def conversation_urls(key: str, *, room_only: bool = False) -> list:
             path(f"<str:{key}>/leave/", views.room_leave, name="leave"),
             path(f"<str:{key}>/settings/", views.room_settings, name="settings"),
             path(f"<str:{key}>/members/", views.room_member_add, name="members"),
+            path(f"<str:{key}>/members/remove/", views.room_member_remove, name="member_remove"),
         ]
     # Any path, so that every invalid name (slashes included) gets the clear 400 or 404 page.
     return [*patterns, path(f"<path:{key}>/", views.room_detail, name="room")]

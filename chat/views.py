@@ -171,6 +171,7 @@ def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", sta
     context = {
         "room": room,
         "members": selectors.room_member_names(room=room),
+        "creator": room.created_by.username if room.created_by else None,
         "can_manage": can_manage(room, request.user),
         "error": error,
         "username": request.POST.get("username", ""),
@@ -192,6 +193,22 @@ def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
         status = 403 if error.reason == "not_creator" else 400
         return room_settings_page(request, room, error=str(error), status=status)
     notices.success(request, f"{member.username} is now a member of {room.title}.")
+    return redirect("chat:settings", room_name=room.name)
+
+
+@require_POST
+@login_required
+@conversation_view
+def room_member_remove(request: HttpRequest, room: Room) -> HttpResponse:
+    """Take a person (`username`) out of the room (its creator or staff)."""
+    if room.is_direct:
+        raise Http404("There is no such room.")
+    try:
+        member = services.room_member_remove(room=room, username=request.POST.get("username", ""), by=request.user)
+    except services.ChatError as error:
+        status = 403 if error.reason == "not_creator" else 400
+        return room_settings_page(request, room, error=str(error), status=status)
+    notices.success(request, f"{member.username} is no longer a member of {room.title}.")
     return redirect("chat:settings", room_name=room.name)
 
 
