@@ -192,8 +192,8 @@ class HubConsumer(AsyncWebsocketConsumer):
             group = sidebar_group(room_id)
             self.joined = [joined for joined in self.joined if joined != group]
             await hub().leave(self, [group])
-        if room_id != self.showing_room_id:
-            await self.send(text_data=event["html"])
+        # Also on a page that still shows the room: the user has left it, wherever they did.
+        await self.send(text_data=event["html"])
 
     async def hub_leave(self) -> None:
         """Leave the hub's groups, once."""

@@ -20,8 +20,10 @@ def conversations_fill(apps, schema_editor):
             models.Q(author_id=low, recipient_id=high) | models.Q(author_id=high, recipient_id=low)
         )
         between.update(room=room)
+        # They were shown in every room page until now: nothing in the conversation is new to either of them.
+        latest = between.aggregate(latest=Max("id"))["latest"] or 0
         for user_id in (low, high):
-            Membership.objects.get_or_create(room=room, user_id=user_id)
+            Membership.objects.get_or_create(room=room, user_id=user_id, defaults={"last_read_id": latest})
     for room in Room.objects.annotate(latest=Max("messages__created_at")).exclude(latest=None):
         Room.objects.filter(pk=room.pk).update(last_message_at=room.latest)
 

@@ -453,7 +453,15 @@ async def test_the_authors_own_pages_count_nothing_of_their_message(alice, bob):
     await receive_until(alice_elsewhere, lambda f: badge_update(f, lobby.pk) == (1, False))
     for page in (bob_elsewhere, bob_directory):
         assert not any(badge_update(f, lobby.pk) for f in await drain(page))
-    await disconnect(alice_elsewhere, bob_elsewhere, bob_directory, bob_lobby)
+
+    # Also when the page bob wrote it from is not one of this server process's (here: no page of the room at all).
+    await disconnect(bob_lobby)
+    await sync_to_async(services.message_post)(room=lobby, author=bob, text="written elsewhere")
+
+    await receive_until(alice_elsewhere, lambda f: badge_update(f, lobby.pk) == (2, False))
+    for page in (bob_elsewhere, bob_directory):
+        assert not any(badge_update(f, lobby.pk) for f in await drain(page))
+    await disconnect(alice_elsewhere, bob_elsewhere, bob_directory)
 
 
 @live_db
@@ -812,12 +820,34 @@ def test_the_creator_adds_a_member_by_username_who_can_then_read_the_room(alice,
 
     assert response.status_code == 302
     members = tree(client.get(response.url).content.decode()).find(id="room-members")
-    assert [li.text for li in members.find_all("li")] == ["alice", "bob"]
+    assert [li.text.split()[0] for li in members.find_all("li")] == ["alice", "bob"]
     bob_page = logged_in(bob).get("/chat/secret/")
     assert bob_page.status_code == 200
     assert "the plans" in log_text(bob_page.content.decode())
     rooms, _ = sidebar_of(logged_in(bob).get("/chat/").content.decode())
     assert "secret" in rooms
+
+
+def test_the_creator_takes_a_member_out_who_then_cannot_read_the_private_room(alice, bob, carol, secret):
+    services.room_privacy_set(room=secret, private=True, by=alice)
+    services.room_member_add(room=secret, username="bob", by=alice)
+    client = logged_in(alice, enforce_csrf=True)
+
+    response = client.post(
+        "/chat/secret/members/remove/", {"username": "bob", "csrfmiddlewaretoken": csrf_token(client)}
+    )
+
+    assert response.status_code == 302
+    members = tree(client.get(response.url).content.decode()).find(id="room-members")
+    assert [li.text.split()[0] for li in members.find_all("li")] == ["alice"]
+    assert logged_in(bob).get("/chat/secret/").status_code == 404
+    # Only the creator (or staff) may, and never the creator themselves.
+    services.room_member_add(room=secret, username="carol", by=alice)
+    assert logged_in(carol).post("/chat/secret/members/remove/", {"username": "alice"}).status_code == 403
+    refused = logged_in(alice).post("/chat/secret/members/remove/", {"username": "alice"})
+    assert refused.status_code == 400
+    assert "only they can leave it" in tree(refused.content.decode()).find(id="settings-error").text
+    assert Membership.objects.filter(room=secret, user=alice).exists()
 
 
 def test_adding_an_unknown_user_is_a_clear_400(alice, secret):
@@ -1079,6 +1109,9 @@ def test_the_migration_moves_private_messages_into_direct_conversations_and_visi
     assert set(Message.objects.filter(room=alice_carol).values_list("pk", flat=True)) == {to_carol.pk}
     assert list(Message.objects.filter(room__name="lobby").values_list("pk", flat=True)) == [public.pk]
     assert set(Membership.objects.filter(room=alice_bob).values_list("user_id", flat=True)) == {alice.pk, bob.pk}
+    # Every room page showed them until now: the conversations start read, not as a pile of unread messages.
+    latest = max(to_bob.pk, to_alice.pk)
+    assert set(Membership.objects.filter(room=alice_bob).values_list("last_read_id", flat=True)) == {latest}
     visit = Membership.objects.get(user_id=carol.pk, room=lobby.pk)
     assert visit.last_read_id == public.pk
     assert Membership.objects.filter(user_id=dave.pk, room=other.pk).exists()
