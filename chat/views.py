@@ -185,15 +185,7 @@ def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", sta
 @conversation_view
 def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
     """Add a person to the room by `username` (its creator or staff): a private room's way in."""
-    if room.is_direct:
-        raise Http404("There is no such room.")
-    try:
-        member = services.room_member_add(room=room, username=request.POST.get("username", ""), by=request.user)
-    except services.ChatError as error:
-        status = 403 if error.reason == "not_creator" else 400
-        return room_settings_page(request, room, error=str(error), status=status)
-    notices.success(request, f"{member.username} is now a member of {room.title}.")
-    return redirect("chat:settings", room_name=room.name)
+    return room_members_change(request, room, services.room_member_add, "is now a member of")
 
 
 @require_POST
@@ -201,14 +193,19 @@ def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
 @conversation_view
 def room_member_remove(request: HttpRequest, room: Room) -> HttpResponse:
     """Take a person (`username`) out of the room (its creator or staff)."""
+    return room_members_change(request, room, services.room_member_remove, "is no longer a member of")
+
+
+def room_members_change(request: HttpRequest, room: Room, change: Callable[..., User], done: str) -> HttpResponse:
+    """Add or remove the posted `username`; back to the settings page, or that page with the sentence."""
     if room.is_direct:
         raise Http404("There is no such room.")
     try:
-        member = services.room_member_remove(room=room, username=request.POST.get("username", ""), by=request.user)
+        member = change(room=room, username=request.POST.get("username", ""), by=request.user)
     except services.ChatError as error:
         status = 403 if error.reason == "not_creator" else 400
         return room_settings_page(request, room, error=str(error), status=status)
-    notices.success(request, f"{member.username} is no longer a member of {room.title}.")
+    notices.success(request, f"{member.username} {done} {room.title}.")
     return redirect("chat:settings", room_name=room.name)
 
 
