@@ -120,10 +120,6 @@ class Sidebar:
     # The newest message id its counts include: a later one's news adds to them (chat.consumers).
     counted_up_to: int
 
-    @property
-    def room_ids(self) -> list[int]:
-        return [room.pk for room in [*self.rooms, *self.people]]
-
 
 def sidebar_room_ids(*, user: User) -> list[int]:
     """The conversations whose news the user's pages hear (their sockets join those groups)."""
