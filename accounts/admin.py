@@ -1,5 +1,5 @@
-"""Users in the Django admin; deleting one removes their messages from open pages too, a new password or
-deactivation closes their open sockets (chat.services)."""
+"""Users in the Django admin. Deleting one, or setting a password, is told to the other apps (accounts.signals):
+the chat removes their messages from open pages and closes their sockets."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from accounts.models import User
-from chat import services
-from chat.models import Message
+from accounts.signals import password_set_by_admin, users_deleting
 
 
 @admin.register(User)
@@ -25,21 +24,17 @@ class UserAdmin(BaseUserAdmin):
         self.delete_queryset(request, User.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        """Their messages go through the service first, so open pages drop them live; then the accounts."""
-        users = list(queryset)
-        services.message_delete_many(
-            messages=Message.objects.filter(Q(author__in=users) | Q(recipient__in=users)), by=request.user
-        )
+        """The other apps let go of the accounts first (their messages leave open pages live); then they go."""
+        users_deleting.send(sender=User, users=list(queryset), by=request.user)
         super().delete_queryset(request, queryset)
 
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
-        """Django's password form; a new password also closes the account's sockets (the admin's own stay)."""
+        """Django's password form; a new password also ends the account's other sessions (the admin's own stays)."""
         before = self.stored_password(id)
         response = super().user_change_password(request, id, form_url)
         user = User.objects.filter(pk=unquote(id)).first() if before is not None else None
         if user is not None and user.password != before:
-            keep = request.session if user.pk == request.user.pk else None
-            services.user_sockets_close(user=user, reason="password_changed", keep_session=keep)
+            password_set_by_admin.send(sender=User, user=user, request=request)
         return response
 
     @staticmethod

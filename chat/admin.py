@@ -54,7 +54,7 @@ class RoomAdmin(admin.ModelAdmin):
         super().save_related(request, form, formsets, change)
         after = set(room.memberships.values_list("user_id", flat=True))
         added = list(User.objects.filter(pk__in=after - before))
-        services.room_members_changed(room=room, added=added, removed_ids=before - after)
+        services.memberships.room_members_changed(room=room, added=added, removed_ids=before - after)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Rooms are created by opening /chat/<name>/, which validates the name.
@@ -71,9 +71,9 @@ class RoomAdmin(admin.ModelAdmin):
             obj.kind = Room.objects.values_list("kind", flat=True).get(pk=obj.pk)  # changed by the service below
         super().save_model(request, obj, form, change)
         if change and read_only_changed:
-            services.room_read_only_set(room=obj, read_only=obj.read_only, by=request.user)
+            services.moderation.room_read_only_set(room=obj, read_only=obj.read_only, by=request.user)
         if change and kind != obj.kind:
-            services.room_privacy_set(room=obj, private=kind == Room.Kind.PRIVATE, by=request.user)
+            services.memberships.room_privacy_set(room=obj, private=kind == Room.Kind.PRIVATE, by=request.user)
 
     @admin.action(description="Make the selected rooms read-only", permissions=["change"])
     def make_read_only(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
@@ -86,7 +86,7 @@ class RoomAdmin(admin.ModelAdmin):
     def _read_only_set(self, request: HttpRequest, queryset: QuerySet[Room], *, read_only: bool) -> None:
         rooms = list(queryset.exclude(read_only=read_only))
         for room in rooms:
-            services.room_read_only_set(room=room, read_only=read_only, by=request.user)
+            services.moderation.room_read_only_set(room=room, read_only=read_only, by=request.user)
         state = "read-only" if read_only else "open for posting"
         self.message_user(request, f"{len(rooms)} room(s) made {state}.", messages.SUCCESS)
 
@@ -116,11 +116,11 @@ class MessageAdminBase(admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Message) -> None:
         """The delete page: through the service, so every open page drops the message live."""
-        services.message_delete(message=obj, by=request.user)
+        services.moderation.message_delete(message=obj, by=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         """The "delete selected" action: through the service as well, one frame per room or user."""
-        services.message_delete_many(messages=queryset, by=request.user)
+        services.moderation.message_delete_many(messages=queryset, by=request.user)
 
 
 @admin.register(Message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
+from django.core.paginator import Page
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 
@@ -80,9 +81,8 @@ def upload_form(*, request: HttpRequest, room: Room) -> str:
     return _render("upload-form", {"room": room, "upload_oob": True}, request=request)
 
 
-def directory_room_list(*, user: User, query: str = "", page: int | str = 1) -> str:
-    """The user's directory page, replacing #room-list when a directory socket (re)connects."""
-    rooms = selectors.room_directory(user=user, query=query, page=page)
+def directory_room_list(*, rooms: Page) -> str:
+    """A page of the directory, replacing #room-list when a directory socket (re)connects."""
     return render_to_string(f"{DIRECTORY_TEMPLATE}#room-list", {"rooms": rooms, "oob": True})
 
 

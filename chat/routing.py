@@ -1,6 +1,7 @@
 from django.urls import re_path
 
-from chat.consumers import ChatRoomConsumer, RoomDirectoryConsumer
+from chat.consumers.directory import RoomDirectoryConsumer
+from chat.consumers.room import ChatRoomConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/directory/$", RoomDirectoryConsumer.as_asgi()),

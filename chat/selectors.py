@@ -158,6 +158,10 @@ def room_last_read_id(*, room: Room, user: User) -> int | None:
     return Membership.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
 
 
+def room_member_ids(*, room: Room) -> list[int]:
+    return list(Membership.objects.filter(room=room).values_list("user_id", flat=True))
+
+
 def room_member_names(*, room: Room) -> list[str]:
     return list(
         get_user_model()

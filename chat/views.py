@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import User
-from chat import attachments, fragments, selectors, services
+from chat import attachments, errors, fragments, selectors, services
 from chat.models import Attachment, Room
 
 
@@ -38,8 +38,8 @@ def room_directory(request: HttpRequest) -> HttpResponse:
     if name is not None:
         name = name.strip()
         try:
-            services.room_name_validate(name)
-        except services.InvalidRoomName as error:
+            services.rooms.room_name_validate(name)
+        except errors.InvalidRoomName as error:
             return render(request, "chat/directory.html", {**context, "name": name, "error": str(error)}, status=400)
         return redirect("chat:room", room_name=name)
     return render(request, "chat/directory.html", context)
@@ -55,11 +55,11 @@ def conversation_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
         request: HttpRequest, room_name: str | None = None, username: str | None = None, **kwargs: object
     ) -> HttpResponse:
         try:
-            room = services.conversation_open(user=request.user, room_name=room_name, username=username)
-        except services.InvalidRoomName as error:
+            room = services.rooms.conversation_open(user=request.user, room_name=room_name, username=username)
+        except errors.InvalidRoomName as error:
             context = {"name": room_name, "error": str(error)}
             return render(request, "chat/room_invalid.html", context, status=400)
-        except services.NotFound as error:
+        except errors.NotFound as error:
             raise Http404(str(error)) from error
         return view(request, room, **kwargs)
 
@@ -80,7 +80,7 @@ def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int 
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
     if last_read_id is None:  # a room opened for the first time (or again after leaving it) is joined
-        services.room_member_join(room=room, user=request.user)
+        services.memberships.room_member_join(room=room, user=request.user)
     context = {
         **fragments.limits(),
         "room": room,
@@ -97,8 +97,8 @@ def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int 
 
 def can_manage(room: Room, user: User) -> bool:
     try:
-        services.room_manage_check(room=room, by=user)
-    except services.ChatError:
+        services.rooms.room_manage_check(room=room, by=user)
+    except errors.ChatError:
         return False
     return True
 
@@ -143,8 +143,8 @@ def message_in_context(request: HttpRequest, room: Room, message_id: int) -> Htt
 def room_leave(request: HttpRequest, room: Room) -> HttpResponse:
     """Take the room off one's sidebar (it stays in the directory; opening it joins it again)."""
     try:
-        services.room_leave(room=room, user=request.user)
-    except services.NotFound as error:
+        services.memberships.room_leave(room=room, user=request.user)
+    except errors.NotFound as error:
         raise Http404(str(error)) from error
     notices.info(request, f"You left {room.title}.")
     return redirect("chat:directory")
@@ -159,8 +159,10 @@ def room_settings(request: HttpRequest, room: Room) -> HttpResponse:
         raise Http404("There is no such room.")
     if request.method == "POST":
         try:
-            services.room_privacy_set(room=room, private=request.POST.get("private") == "on", by=request.user)
-        except services.ChatError as error:
+            services.memberships.room_privacy_set(
+                room=room, private=request.POST.get("private") == "on", by=request.user
+            )
+        except errors.ChatError as error:
             return room_settings_page(request, room, error=str(error), status=403)
         notices.success(request, f"{room.title} is now {'private' if room.is_private else 'public'}.")
         return redirect("chat:settings", room_name=room.name)
@@ -185,7 +187,7 @@ def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", sta
 @conversation_view
 def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
     """Add a person to the room by `username` (its creator or staff): a private room's way in."""
-    return room_members_change(request, room, services.room_member_add, "is now a member of")
+    return room_members_change(request, room, services.memberships.room_member_add, "is now a member of")
 
 
 @require_POST
@@ -193,7 +195,7 @@ def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
 @conversation_view
 def room_member_remove(request: HttpRequest, room: Room) -> HttpResponse:
     """Take a person (`username`) out of the room (its creator or staff)."""
-    return room_members_change(request, room, services.room_member_remove, "is no longer a member of")
+    return room_members_change(request, room, services.memberships.room_member_remove, "is no longer a member of")
 
 
 def room_members_change(request: HttpRequest, room: Room, change: Callable[..., User], done: str) -> HttpResponse:
@@ -202,7 +204,7 @@ def room_members_change(request: HttpRequest, room: Room, change: Callable[..., 
         raise Http404("There is no such room.")
     try:
         member = change(room=room, username=request.POST.get("username", ""), by=request.user)
-    except services.ChatError as error:
+    except errors.ChatError as error:
         status = 403 if error.reason == "not_creator" else 400
         return room_settings_page(request, room, error=str(error), status=status)
     notices.success(request, f"{member.username} {done} {room.title}.")
@@ -218,12 +220,12 @@ def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
         return HttpResponse(fragments.message_replaced(message=message))
     try:
         if request.method == "POST":
-            services.message_edit(message=message, by=request.user, body=request.POST.get("body", ""))
+            services.messages.message_edit(message=message, by=request.user, body=request.POST.get("body", ""))
             if not request.htmx:  # posted before htmx took the form over: back to the room, edit saved
                 return redirect(selectors.room_as_seen_by(room=message.room, user=request.user))
             return HttpResponse(fragments.message_replaced(message=message))
-        services.message_own_check(message=message, by=request.user)
-    except services.ChatError as error:
+        services.messages.message_own_check(message=message, by=request.user)
+    except errors.ChatError as error:
         if request.method == "GET":
             return HttpResponseForbidden(str(error))
         return HttpResponse(fragments.message_edit_form(request=request, message=message, error=str(error)))
@@ -236,8 +238,8 @@ def message_retract(request: HttpRequest, message_id: int) -> HttpResponse:
     """Delete one's own message, leaving a placeholder in its place."""
     message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
     try:
-        services.message_retract(message=message, by=request.user)
-    except services.ChatError as error:
+        services.messages.message_retract(message=message, by=request.user)
+    except errors.ChatError as error:
         return HttpResponseForbidden(str(error))
     return HttpResponse(fragments.message_replaced(message=message))
 
@@ -260,8 +262,8 @@ def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
     """Give or take back one's reaction (`emoji`) to a message one may read; the page gets the new counts."""
     message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
     try:
-        services.reaction_toggle(message=message, user=request.user, emoji=request.POST.get("emoji", ""))
-    except services.ChatError as error:
+        services.reactions.reaction_toggle(message=message, user=request.user, emoji=request.POST.get("emoji", ""))
+    except errors.ChatError as error:
         if error.reason == "bad_emoji":
             return HttpResponseBadRequest(str(error))
         return HttpResponseForbidden(str(error))
@@ -291,11 +293,11 @@ def _attachment_upload(
     upload = request.FILES.get("file")  # reads the body, through the limiter
     try:
         if limiter.too_large:
-            services.attachment_size_check(size=settings.CHAT_ATTACHMENT_MAX_BYTES + 1)
-        services.attachment_create(
+            services.attachments.attachment_size_check(size=settings.CHAT_ATTACHMENT_MAX_BYTES + 1)
+        services.attachments.attachment_create(
             room=room, author=request.user, upload=upload, caption=request.POST.get("caption", "")
         )
-    except services.ChatError as error:
+    except errors.ChatError as error:
         if not request.htmx:  # the plain form: the room page again, with the sentence
             return room_page(request, room, error=str(error), status=400)
         return HttpResponse(fragments.chat_error(error=str(error)))

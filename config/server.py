@@ -51,17 +51,17 @@ class RestartingServer(Server):
 
     async def close_sockets(self) -> None:
         """Quiesce the room sockets, close every socket with 1012, wait until their consumers are done."""
-        from chat import consumers  # the application, loaded by now
+        from chat.consumers.base import sockets_open, sockets_stop_taking_frames  # the application, loaded by now
 
         try:
             async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
-                await consumers.sockets_stop_taking_frames()
+                await sockets_stop_taking_frames()
                 for protocol in self.websockets(WebSocketProtocol.STATE_OPEN):
                     protocol.sendCloseFrame(code=CLOSE_SERVICE_RESTART, isReply=False)
-                while consumers.open_sockets or self.websockets(WebSocketProtocol.STATE_CLOSING):
+                while sockets_open() or self.websockets(WebSocketProtocol.STATE_CLOSING):
                     await asyncio.sleep(0.05)
         except TimeoutError:
-            logger.warning("sockets still open at shutdown", extra={"open_sockets": len(consumers.open_sockets)})
+            logger.warning("sockets still open at shutdown", extra={"open_sockets": sockets_open()})
 
     def websockets(self, state: int) -> list[WebSocketProtocol]:
         return [p for p in self.connections if isinstance(p, WebSocketProtocol) and p.state == state]

@@ -103,8 +103,8 @@ async def online_ids(room: str = "lobby") -> set[int]:
 
 def direct_message(author: User, recipient: User, body: str):
     """Store a message of the two people's direct conversation, as `/pm` does (without the flood count)."""
-    room = services.direct_room_get_or_create(user=author, peer=recipient)
-    return services.message_create(room=room, author=author, body=body)
+    room = services.rooms.direct_room_get_or_create(user=author, peer=recipient)
+    return services.messages.message_create(room=room, author=author, body=body)
 
 
 def send_message(socket: WebsocketCommunicator, text: str):

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from chat import services
+from chat import broadcasts, errors, groups, services
 from chat.models import Message, Room
 from chat.tests.conftest import direct_message, hears_only_presence, joined, open_socket, receive_until, send_message
 from tests.support.html import visible_text
@@ -39,7 +39,11 @@ def lobby(db: None) -> Room:
 def removals(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, list[int]]]:
     """What the deletions publish once committed: {group: [message ids]} per call."""
     calls: list[dict[str, list[int]]] = []
-    monkeypatch.setattr(services, "messages_removed_publish", lambda *, removals: calls.append(removals))
+    monkeypatch.setattr(
+        broadcasts,
+        "messages_removed",
+        lambda *, messages: calls.append(broadcasts.removals_by_group(messages=messages)),
+    )
     return calls
 
 
@@ -224,8 +228,8 @@ def test_deleting_a_private_message_publishes_to_its_conversation_and_both_peopl
     assert removals == [
         {
             private.room.group_name: [private.pk],
-            services.user_group(bob.pk): [private.pk],
-            services.user_group(alice.pk): [private.pk],
+            groups.user_group(bob.pk): [private.pk],
+            groups.user_group(alice.pk): [private.pk],
         }
     ]
 
@@ -251,8 +255,8 @@ def test_a_read_only_room_refuses_posting_with_a_chat_error(alice, lobby):
     lobby.read_only = True
     lobby.save()
 
-    with pytest.raises(services.ChatError, match="read-only") as refused:
-        services.message_post(room=Room.objects.get(pk=lobby.pk), author=alice, text="hello")
+    with pytest.raises(errors.ChatError, match="read-only") as refused:
+        services.messages.message_post(room=Room.objects.get(pk=lobby.pk), author=alice, text="hello")
 
     assert refused.value.reason == "room_read_only"
     assert not Message.objects.exists()
@@ -267,15 +271,15 @@ def test_closing_a_room_tells_its_sockets_the_new_state_with_the_line_to_show(
         async def group_send(self, group: str, event: dict) -> None:
             sent.append((group, event))
 
-    monkeypatch.setattr(services, "get_channel_layer", Layer)
+    monkeypatch.setattr(broadcasts, "get_channel_layer", Layer)
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.room_read_only_set(room=lobby, read_only=True, by=moderator)
+        services.moderation.room_read_only_set(room=lobby, read_only=True, by=moderator)
 
     assert Room.objects.get(pk=lobby.pk).read_only
     [(group, event)] = sent
     assert group == lobby.group_name
-    assert event["type"] == "room.status"
+    assert event["type"] == "room.status_changed"
     assert event["read_only"] is True
     assert "This room is read-only" in visible_text(event["html"])
 
@@ -299,7 +303,9 @@ def test_the_change_form_and_the_actions_set_read_only_through_the_service(
     moderator_client, lobby, monkeypatch, django_capture_on_commit_callbacks
 ):
     published: list[tuple[str, bool]] = []
-    monkeypatch.setattr(services, "room_status_publish", lambda *, room: published.append((room.name, room.read_only)))
+    monkeypatch.setattr(
+        broadcasts, "room_status_changed", lambda *, room: published.append((room.name, room.read_only))
+    )
     other = Room.objects.create(name="other")
 
     with django_capture_on_commit_callbacks(execute=True):

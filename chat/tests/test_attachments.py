@@ -69,7 +69,7 @@ def served(response) -> bytes:
 
 @pytest.fixture
 def room(db) -> Room:
-    return services.room_get_or_create(name="lobby")
+    return services.rooms.room_get_or_create(name="lobby")
 
 
 # --- Uploads ------------------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_deleting_the_message_removes_the_file(room, alice, media_root, django_c
     message = Message.objects.get()
     assert len(stored_files(media_root)) == 2
     with django_capture_on_commit_callbacks(execute=True):
-        services.message_retract(message=message, by=alice)
+        services.messages.message_retract(message=message, by=alice)
     assert not Attachment.objects.exists()
     assert stored_files(media_root) == []
     assert "attachment" not in fragments.message_replaced(message=message)
@@ -268,7 +268,7 @@ def test_a_moderator_deleting_messages_removes_their_files(
     upload(logged_in(alice), "a.txt", b"one")
     upload(logged_in(alice), "b.png", png_bytes())
     with django_capture_on_commit_callbacks(execute=True):
-        services.message_delete_many(messages=Message.objects.all(), by=alice)
+        services.moderation.message_delete_many(messages=Message.objects.all(), by=alice)
     assert stored_files(media_root) == []
 
 
@@ -383,12 +383,12 @@ def test_the_size_limit_holds_with_the_csrf_check_enforced(room, alice, settings
 
 @pytest.mark.django_db(transaction=True)
 def test_a_file_stored_while_the_live_layer_is_down_is_kept_and_the_uploader_told(alice, media_root, monkeypatch):
-    services.room_get_or_create(name="lobby")
+    services.rooms.room_get_or_create(name="lobby")
 
     def layer_down(*args, **kwargs):
         raise ConnectionError("layer down")
 
-    monkeypatch.setattr("chat.services.get_channel_layer", layer_down)
+    monkeypatch.setattr("chat.broadcasts.get_channel_layer", layer_down)
     response = upload(logged_in(alice), "a.png", png_bytes(), HX_Request="true")
     assert "saved, but it could not be delivered live" in visible_text(response.content.decode())
     assert Attachment.objects.count() == 1
@@ -397,8 +397,8 @@ def test_a_file_stored_while_the_live_layer_is_down_is_kept_and_the_uploader_tol
 
 def test_a_file_shared_privately_is_served_to_its_two_people_only(room, alice, bob, carol):
     file = SimpleUploadedFile("plan.txt", b"the plan")
-    conversation = services.direct_room_get_or_create(user=alice, peer=bob)
-    message = services.attachment_create(room=conversation, author=alice, upload=file)
+    conversation = services.rooms.direct_room_get_or_create(user=alice, peer=bob)
+    message = services.attachments.attachment_create(room=conversation, author=alice, upload=file)
     assert message.is_private
     path = f"/chat/files/{message.attachment.pk}/"
     assert [logged_in(user).get(path).status_code for user in (alice, bob, carol)] == [200, 200, 404]

@@ -395,13 +395,13 @@ async def test_an_edit_and_a_deletion_replace_the_message_on_every_open_page(ali
     await receive_until(bob_socket, has_message("first draft"))
     message = await sync_to_async(Message.objects.get)()
 
-    await sync_to_async(services.message_edit)(message=message, by=alice, body="second draft")
+    await sync_to_async(services.messages.message_edit)(message=message, by=alice, body="second draft")
     edited = await receive_until(bob_socket, lambda f: f'id="message-{message.pk}"' in f)
     assert 'hx-swap-oob="true"' in edited
     assert "second draft" in visible_text(edited)
     assert "(edited)" in visible_text(edited)
 
-    await sync_to_async(services.message_retract)(message=message, by=alice)
+    await sync_to_async(services.messages.message_retract)(message=message, by=alice)
     retracted = await receive_until(bob_socket, lambda f: f'id="message-{message.pk}"' in f)
     assert "message deleted" in visible_text(retracted)
     assert "second draft" not in retracted

@@ -250,8 +250,8 @@ async def disconnect(*sockets: WebsocketCommunicator) -> None:
 
 
 def room_joined(user: User, name: str) -> Room:
-    room = services.room_get_or_create(name=name, by=user)
-    services.room_member_join(room=room, user=user)
+    room = services.rooms.room_get_or_create(name=name, by=user)
+    services.memberships.room_member_join(room=room, user=user)
     return room
 
 
@@ -271,7 +271,7 @@ def media_root(settings, tmp_path: Path) -> Path:
 def secret(alice: User) -> Room:
     """A room alice created and joined, with one message; still public."""
     room = room_joined(alice, "secret")
-    services.message_create(room=room, author=alice, body="the plans")
+    services.messages.message_create(room=room, author=alice, body="the plans")
     return room
 
 
@@ -284,10 +284,12 @@ def test_directory_room_and_direct_pages_carry_a_sidebar_of_joined_rooms_and_peo
     dave = make_user("Dave")
     for name in ("Lobby", "dev"):
         room_joined(alice, name)
-    services.room_get_or_create(name="not-joined", by=bob)
+    services.rooms.room_get_or_create(name="not-joined", by=bob)
     for peer in (bob, dave):
-        services.message_create(room=services.direct_room_get_or_create(user=peer, peer=alice), author=peer, body="hi")
-    services.direct_room_get_or_create(user=alice, peer=carol)  # a conversation without a message
+        services.messages.message_create(
+            room=services.rooms.direct_room_get_or_create(user=peer, peer=alice), author=peer, body="hi"
+        )
+    services.rooms.direct_room_get_or_create(user=alice, peer=carol)  # a conversation without a message
     client = logged_in(alice)
 
     for path in ("/chat/", "/chat/dev/", "/dm/bob/", "/dm/DAVE/"):
@@ -306,11 +308,11 @@ def test_directory_room_and_direct_pages_carry_a_sidebar_of_joined_rooms_and_peo
 
 def test_a_sidebar_entry_shows_its_unread_count_and_a_mention_flag_and_no_badge_at_zero(alice, bob):
     lobby, _quiet = room_joined(alice, "lobby"), room_joined(alice, "quiet")
-    services.message_create(room=lobby, author=alice, body="my own message")
-    services.message_create(room=lobby, author=bob, body="one")
-    services.message_create(room=lobby, author=bob, body="two, @alice")
-    dm = services.direct_room_get_or_create(user=bob, peer=alice)
-    services.message_create(room=dm, author=bob, body="psst")
+    services.messages.message_create(room=lobby, author=alice, body="my own message")
+    services.messages.message_create(room=lobby, author=bob, body="one")
+    services.messages.message_create(room=lobby, author=bob, body="two, @alice")
+    dm = services.rooms.direct_room_get_or_create(user=bob, peer=alice)
+    services.messages.message_create(room=dm, author=bob, body="psst")
 
     rooms, people = sidebar_of(logged_in(alice).get("/chat/").content.decode())
 
@@ -325,9 +327,9 @@ def test_a_sidebar_entry_shows_its_unread_count_and_a_mention_flag_and_no_badge_
 
 def test_the_page_showing_a_conversation_counts_nothing_for_it(alice, bob):
     lobby = room_joined(alice, "lobby")
-    services.message_create(room=lobby, author=bob, body="hello @alice")
-    dm = services.direct_room_get_or_create(user=bob, peer=alice)
-    services.message_create(room=dm, author=bob, body="psst")
+    services.messages.message_create(room=lobby, author=bob, body="hello @alice")
+    dm = services.rooms.direct_room_get_or_create(user=bob, peer=alice)
+    services.messages.message_create(room=dm, author=bob, body="psst")
     client = logged_in(alice)
 
     rooms, people = sidebar_of(client.get("/dm/bob/").content.decode())
@@ -365,8 +367,8 @@ async def test_a_message_in_a_joined_room_updates_its_badge_on_the_users_other_p
 @live_db
 @live
 async def test_a_message_in_a_direct_conversation_updates_its_badge_on_the_recipients_other_pages(alice, bob):
-    dm = await sync_to_async(services.direct_room_get_or_create)(user=bob, peer=alice)
-    await sync_to_async(services.message_create)(room=dm, author=bob, body="first")
+    dm = await sync_to_async(services.rooms.direct_room_get_or_create)(user=bob, peer=alice)
+    await sync_to_async(services.messages.message_create)(room=dm, author=bob, body="first")
     alice_elsewhere = await joined(alice, "elsewhere")
     bob_dm = await joined_dm(bob, "alice")
 
@@ -425,8 +427,8 @@ async def test_the_page_showing_the_conversation_gets_no_badge_for_it(alice, bob
 @live_db
 @live
 async def test_the_direct_page_showing_the_conversation_gets_no_badge_for_it(alice, bob):
-    dm = await sync_to_async(services.direct_room_get_or_create)(user=bob, peer=alice)
-    await sync_to_async(services.message_create)(room=dm, author=bob, body="first")
+    dm = await sync_to_async(services.rooms.direct_room_get_or_create)(user=bob, peer=alice)
+    await sync_to_async(services.messages.message_create)(room=dm, author=bob, body="first")
     alice_dm, bob_dm = await joined_dm(alice, "bob"), await joined_dm(bob, "alice")
 
     await send_message(bob_dm, "read as it arrives")
@@ -456,7 +458,7 @@ async def test_the_authors_own_pages_count_nothing_of_their_message(alice, bob):
 
     # Also when the page bob wrote it from is not one of this server process's (here: no page of the room at all).
     await disconnect(bob_lobby)
-    await sync_to_async(services.message_post)(room=lobby, author=bob, text="written elsewhere")
+    await sync_to_async(services.messages.message_post)(room=lobby, author=bob, text="written elsewhere")
 
     await receive_until(alice_elsewhere, lambda f: badge_update(f, lobby.pk) == (2, False))
     for page in (bob_elsewhere, bob_directory):
@@ -486,7 +488,7 @@ async def test_only_members_pages_hear_of_a_message(alice, bob, carol):
 
 
 def test_opening_a_room_page_joins_it_and_the_directory_joins_nothing(alice, bob):
-    services.room_get_or_create(name="Lobby", by=bob)
+    services.rooms.room_get_or_create(name="Lobby", by=bob)
     client = logged_in(alice)
     assert client.get("/chat/").status_code == 200
     assert not Membership.objects.filter(user=alice).exists()
@@ -635,8 +637,8 @@ def test_a_direct_page_with_an_unknown_user_or_oneself_is_404(alice, username):
 
 
 def test_a_third_user_cannot_read_a_direct_conversation_by_any_url(alice, bob, carol):
-    dm = services.direct_room_get_or_create(user=alice, peer=bob)
-    message = services.message_create(room=dm, author=alice, body="between us two")
+    dm = services.rooms.direct_room_get_or_create(user=alice, peer=bob)
+    message = services.messages.message_create(room=dm, author=alice, body="between us two")
     carol_client = logged_in(carol)
 
     for path in (
@@ -694,8 +696,8 @@ async def test_a_direct_socket_with_an_unknown_user_or_oneself_closes_with_4003(
 @live_db
 @live
 async def test_a_third_users_direct_socket_is_their_own_conversation_and_hears_nothing_of_others(alice, bob, carol):
-    dm = await sync_to_async(services.direct_room_get_or_create)(user=alice, peer=bob)
-    await sync_to_async(services.message_create)(room=dm, author=alice, body="stored before")
+    dm = await sync_to_async(services.rooms.direct_room_get_or_create)(user=alice, peer=bob)
+    await sync_to_async(services.messages.message_create)(room=dm, author=alice, body="stored before")
     alice_dm, bob_dm = await joined_dm(alice, "bob"), await joined_dm(bob, "alice")
 
     carol_socket = await socket_to(carol, "/ws/dm/bob/")
@@ -781,7 +783,7 @@ def test_the_creator_makes_a_room_private_on_its_settings_page(alice, bob, secre
 )
 def test_every_url_of_a_private_room_is_404_to_a_non_member(alice, bob, secret, media_root, method, path):
     message = Message.objects.get(room=secret)
-    services.room_privacy_set(room=secret, private=True, by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
     client = logged_in(bob)
     data = {}
     if path.endswith("/attachments/"):
@@ -802,8 +804,8 @@ def test_every_url_of_a_private_room_is_404_to_a_non_member(alice, bob, secret, 
 
 
 def test_a_private_room_is_in_neither_the_directory_nor_its_search_for_a_non_member(alice, bob, secret):
-    services.room_get_or_create(name="Secretariat", by=alice)
-    services.room_privacy_set(room=secret, private=True, by=alice)
+    services.rooms.room_get_or_create(name="Secretariat", by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
     client = logged_in(bob)
 
     for query in ({}, {"q": "secret"}, {"q": "SECR"}):
@@ -813,7 +815,7 @@ def test_a_private_room_is_in_neither_the_directory_nor_its_search_for_a_non_mem
 
 
 def test_the_creator_adds_a_member_by_username_who_can_then_read_the_room(alice, bob, secret):
-    services.room_privacy_set(room=secret, private=True, by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
     client = logged_in(alice, enforce_csrf=True)
 
     response = client.post("/chat/secret/members/", {"username": "BOB", "csrfmiddlewaretoken": csrf_token(client)})
@@ -829,8 +831,8 @@ def test_the_creator_adds_a_member_by_username_who_can_then_read_the_room(alice,
 
 
 def test_the_creator_takes_a_member_out_who_then_cannot_read_the_private_room(alice, bob, carol, secret):
-    services.room_privacy_set(room=secret, private=True, by=alice)
-    services.room_member_add(room=secret, username="bob", by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
+    services.memberships.room_member_add(room=secret, username="bob", by=alice)
     client = logged_in(alice, enforce_csrf=True)
 
     response = client.post(
@@ -842,7 +844,7 @@ def test_the_creator_takes_a_member_out_who_then_cannot_read_the_private_room(al
     assert [li.text.split()[0] for li in members.find_all("li")] == ["alice"]
     assert logged_in(bob).get("/chat/secret/").status_code == 404
     # Only the creator (or staff) may, and never the creator themselves.
-    services.room_member_add(room=secret, username="carol", by=alice)
+    services.memberships.room_member_add(room=secret, username="carol", by=alice)
     assert logged_in(carol).post("/chat/secret/members/remove/", {"username": "alice"}).status_code == 403
     refused = logged_in(alice).post("/chat/secret/members/remove/", {"username": "alice"})
     assert refused.status_code == 400
@@ -851,7 +853,7 @@ def test_the_creator_takes_a_member_out_who_then_cannot_read_the_private_room(al
 
 
 def test_adding_an_unknown_user_is_a_clear_400(alice, secret):
-    services.room_privacy_set(room=secret, private=True, by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
 
     response = logged_in(alice).post("/chat/secret/members/", {"username": "ghost"})
 
@@ -864,8 +866,8 @@ def test_adding_an_unknown_user_is_a_clear_400(alice, secret):
 
 
 def test_a_member_who_did_not_create_the_room_gets_403_changing_its_settings(alice, bob, carol, secret):
-    services.room_privacy_set(room=secret, private=True, by=alice)
-    services.room_member_add(room=secret, username="bob", by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
+    services.memberships.room_member_add(room=secret, username="bob", by=alice)
     client = logged_in(bob)
 
     response = client.post("/chat/secret/settings/", {"private": ""})
@@ -893,11 +895,11 @@ def test_staff_can_make_a_room_they_did_not_create_private(alice, carol, secret)
 def test_reactions_edits_deletions_and_files_of_a_private_rooms_messages_are_404_to_non_members(
     alice, bob, secret, media_root
 ):
-    message = services.attachment_create(
+    message = services.attachments.attachment_create(
         room=secret, author=alice, upload=SimpleUploadedFile("map.png", png_bytes()), caption="the map"
     )
     attachment = message.attachment
-    services.room_privacy_set(room=secret, private=True, by=alice)
+    services.memberships.room_privacy_set(room=secret, private=True, by=alice)
     client = logged_in(bob)
 
     for method, path, data in (
@@ -919,7 +921,7 @@ def test_reactions_edits_deletions_and_files_of_a_private_rooms_messages_are_404
 @live_db
 @live
 async def test_a_non_members_socket_to_a_private_room_closes_with_4003(alice, bob, secret):
-    await sync_to_async(services.room_privacy_set)(room=secret, private=True, by=alice)
+    await sync_to_async(services.memberships.room_privacy_set)(room=secret, private=True, by=alice)
 
     socket = await socket_to(bob, "/ws/chat/SECRET/")
 
@@ -937,9 +939,9 @@ async def test_a_non_members_socket_to_a_private_room_closes_with_4003(alice, bo
 async def test_making_a_room_private_closes_the_open_socket_of_a_non_member_with_4003(alice, bob, carol, secret):
     alice_socket, bob_socket, carol_socket = [await joined(user, "secret") for user in (alice, bob, carol)]
     # Carol leaves the room but keeps its page open: she is no member any more (bob, who opened it, is one).
-    await sync_to_async(services.room_leave)(room=secret, user=carol)
+    await sync_to_async(services.memberships.room_leave)(room=secret, user=carol)
 
-    await sync_to_async(services.room_privacy_set)(room=secret, private=True, by=alice)
+    await sync_to_async(services.memberships.room_privacy_set)(room=secret, private=True, by=alice)
 
     assert await close_code(carol_socket) == 4003
     await send_message(alice_socket, "members only now")
@@ -950,11 +952,11 @@ async def test_making_a_room_private_closes_the_open_socket_of_a_non_member_with
 @live_db
 @live
 async def test_a_member_leaving_a_private_room_has_its_open_socket_closed_with_4003(alice, bob, secret):
-    await sync_to_async(services.room_privacy_set)(room=secret, private=True, by=alice)
-    await sync_to_async(services.room_member_add)(room=secret, username="bob", by=alice)
+    await sync_to_async(services.memberships.room_privacy_set)(room=secret, private=True, by=alice)
+    await sync_to_async(services.memberships.room_member_add)(room=secret, username="bob", by=alice)
     bob_socket = await joined(bob, "secret")
 
-    await sync_to_async(services.room_leave)(room=secret, user=bob)
+    await sync_to_async(services.memberships.room_leave)(room=secret, user=bob)
 
     assert await close_code(bob_socket) == 4003
     assert await sync_to_async(lambda: logged_in(bob).get("/chat/secret/").status_code)() == 404
@@ -965,7 +967,7 @@ async def test_a_member_leaving_a_private_room_has_its_open_socket_closed_with_4
 async def test_making_a_room_private_takes_it_off_the_open_directories_of_non_members(alice, carol, secret):
     carol_directory = await open_directory(carol)
 
-    await sync_to_async(services.room_privacy_set)(room=secret, private=True, by=alice)
+    await sync_to_async(services.memberships.room_privacy_set)(room=secret, private=True, by=alice)
 
     await receive_until(carol_directory, lambda f: '<li id="room-secret" hx-swap-oob="delete">' in f)
     await disconnect(carol_directory)
@@ -978,8 +980,8 @@ async def test_making_a_room_private_takes_it_off_the_open_directories_of_non_me
 @live_db
 @live
 async def test_a_message_in_a_private_room_reaches_no_non_members_sidebar(alice, bob, carol, secret):
-    await sync_to_async(services.room_privacy_set)(room=secret, private=True, by=alice)
-    await sync_to_async(services.room_member_add)(room=secret, username="bob", by=alice)
+    await sync_to_async(services.memberships.room_privacy_set)(room=secret, private=True, by=alice)
+    await sync_to_async(services.memberships.room_member_add)(room=secret, username="bob", by=alice)
     bob_directory, carol_directory = await open_directory(bob), await open_directory(carol)
     alice_socket = await joined(alice, "secret")
 
@@ -1019,7 +1021,7 @@ def test_the_directory_lists_public_rooms_50_a_page_most_recent_activity_first(a
 
 def test_the_directory_filters_by_a_case_insensitive_part_of_the_name(alice):
     for name in ("Alpha-Team", "alphabet", "beta", "xALPHAx"):
-        services.room_get_or_create(name=name)
+        services.rooms.room_get_or_create(name=name)
 
     html = logged_in(alice).get("/chat/", {"q": "ALPHA"}).content.decode()
 
@@ -1031,10 +1033,12 @@ def test_the_directory_answers_with_as_many_queries_for_10000_rooms_as_for_10(al
     rooms = Room.objects.bulk_create(Room(name=f"base-{i}", last_message_at=now) for i in range(10))
     # Alice joined four rooms; two have messages since (one mentions her); she talks to bob.
     for room in rooms[:4]:
-        services.room_member_join(room=room, user=alice)
+        services.memberships.room_member_join(room=room, user=alice)
     for room, body in ((rooms[0], "one"), (rooms[0], "two, @alice"), (rooms[1], "three"), (rooms[5], "four")):
-        services.message_create(room=room, author=bob, body=body)
-    services.message_create(room=services.direct_room_get_or_create(user=bob, peer=alice), author=bob, body="hi")
+        services.messages.message_create(room=room, author=bob, body=body)
+    services.messages.message_create(
+        room=services.rooms.direct_room_get_or_create(user=bob, peer=alice), author=bob, body="hi"
+    )
     client = logged_in(alice)
     client.get("/chat/")  # the session, the content types: whatever a first request loads once
 

@@ -261,11 +261,11 @@ def test_fuzzed_text_renders_only_allowlisted_elements_attributes_and_http_links
 
 @pytest.mark.django_db
 def test_a_stored_message_keeps_its_rendering_and_an_edit_renders_again(alice, bob):
-    room = services.room_get_or_create(name="lobby")
-    message = services.message_create(room=room, author=alice, body="**hi** @bob")
+    room = services.rooms.room_get_or_create(name="lobby")
+    message = services.messages.message_create(room=room, author=alice, body="**hi** @bob")
     message.refresh_from_db()
     assert message.body_html == '<p><strong>hi</strong> <span class="mention">@bob</span></p>'
-    services.message_edit(message=message, by=alice, body="_bye_")
+    services.messages.message_edit(message=message, by=alice, body="_bye_")
     message.refresh_from_db()
     assert message.body_html == "<p><em>bye</em></p>"
     assert list(message.mentions.all()) == []

@@ -51,8 +51,8 @@ def assert_protected(response) -> None:
 
 @pytest.fixture
 def lobby(alice) -> Room:
-    room = services.room_get_or_create(name="lobby")
-    services.message_create(room=room, author=alice, body="hello @alice")
+    room = services.rooms.room_get_or_create(name="lobby")
+    services.messages.message_create(room=room, author=alice, body="hello @alice")
     return room
 
 

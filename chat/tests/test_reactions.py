@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 from django.db import IntegrityError
 from django.test import Client
 
-from chat import fragments, services
+from chat import errors, fragments, services
 from chat.models import REACTION_EMOJI, Message, Reaction, Room
 from chat.tests.conftest import direct_message, drain, hears_only_presence, joined, receive_until
 from tests.support.html import parse, visible_text
@@ -28,12 +28,12 @@ def reactions_of(message: Message):
 
 @pytest.fixture
 def room(db) -> Room:
-    return services.room_get_or_create(name="lobby")
+    return services.rooms.room_get_or_create(name="lobby")
 
 
 @pytest.fixture
 def message(room, alice) -> Message:
-    return services.message_create(room=room, author=alice, body="lunch?")
+    return services.messages.message_create(room=room, author=alice, body="lunch?")
 
 
 def post(client: Client, message: Message, emoji: str, **headers: str):
@@ -44,15 +44,15 @@ def post(client: Client, message: Message, emoji: str, **headers: str):
 
 
 def test_a_reaction_toggles_on_and_off_and_counts_people(message, alice, bob):
-    services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
-    services.reaction_toggle(message=message, user=alice, emoji=THUMBS)
-    services.reaction_toggle(message=message, user=alice, emoji=EYES)
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=alice, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=alice, emoji=EYES)
     message.refresh_from_db()
     assert [(r["emoji"], r["count"], r["user_ids"]) for r in message.reaction_list()] == [
         (THUMBS, 2, [bob.pk, alice.pk]),
         (EYES, 1, [alice.pk]),
     ]
-    services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
     message.refresh_from_db()
     assert [(r["emoji"], r["count"]) for r in message.reaction_list()] == [(THUMBS, 1), (EYES, 1)]
     assert Reaction.objects.count() == 2
@@ -60,7 +60,7 @@ def test_a_reaction_toggles_on_and_off_and_counts_people(message, alice, bob):
 
 def test_reactions_show_in_the_fixed_order_whatever_the_order_given(message, bob):
     for emoji in reversed(REACTION_EMOJI):
-        services.reaction_toggle(message=message, user=bob, emoji=emoji)
+        services.reactions.reaction_toggle(message=message, user=bob, emoji=emoji)
     assert [r["emoji"] for r in message.reaction_list()] == list(REACTION_EMOJI)
 
 
@@ -72,30 +72,30 @@ def test_the_database_keeps_one_row_per_message_user_and_emoji(message, bob):
 
 @pytest.mark.parametrize("emoji", ["", "x", "👎", "<b>", "👍👍", "🎉 " * 3])
 def test_only_the_eight_emoji_are_accepted(message, bob, emoji):
-    with pytest.raises(services.ChatError, match="React with one of"):
-        services.reaction_toggle(message=message, user=bob, emoji=emoji)
+    with pytest.raises(errors.ChatError, match="React with one of"):
+        services.reactions.reaction_toggle(message=message, user=bob, emoji=emoji)
     assert not Reaction.objects.exists()
 
 
 def test_a_heart_without_its_variation_selector_is_the_same_heart(message, bob):
-    services.reaction_toggle(message=message, user=bob, emoji=HEART.removesuffix("\ufe0f"))
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=HEART.removesuffix("\ufe0f"))
     assert Reaction.objects.get().emoji == HEART
 
 
 def test_a_retracted_message_loses_its_reactions_and_takes_no_more(message, alice, bob):
-    services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
-    services.message_retract(message=message, by=alice)
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    services.messages.message_retract(message=message, by=alice)
     message.refresh_from_db()
     assert not Reaction.objects.exists()
     assert message.reaction_list() == []
     assert "reaction" not in fragments.message_replaced(message=message)
-    with pytest.raises(services.ChatError, match="deleted"):
-        services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    with pytest.raises(errors.ChatError, match="deleted"):
+        services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
 
 
 def test_the_fragment_marks_who_reacted_once_for_everyone(message, alice, bob):
-    services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
-    services.reaction_toggle(message=message, user=alice, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=alice, emoji=THUMBS)
     html = fragments.reactions(message=message)
     (button,) = reaction_buttons(html)
     assert {f"reacted-u{bob.pk}", f"reacted-u{alice.pk}"} <= set(str(button["class"]).split())
@@ -157,7 +157,7 @@ def test_an_unknown_emoji_is_a_400_and_stores_nothing(message, bob):
 
 
 def test_the_room_page_shows_the_reactions_and_presses_the_readers_own(message, alice, bob):
-    services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
     client = Client()
     client.force_login(bob)
     html = client.get("/chat/lobby/").content.decode()
@@ -175,11 +175,11 @@ async def test_when_bob_reacts_then_alices_open_page_gets_the_new_counts_live(al
     alice_socket, bob_socket = await joined(alice), await joined(bob)
     elsewhere = await joined(carol, "elsewhere")
     room = await sync_to_async(Room.objects.get)(name="lobby")
-    message = await sync_to_async(services.message_create)(room=room, author=alice, body="ship it?")
+    message = await sync_to_async(services.messages.message_create)(room=room, author=alice, body="ship it?")
     for socket in (alice_socket, bob_socket, elsewhere):
         await drain(socket)
 
-    await sync_to_async(services.reaction_toggle)(message=message, user=bob, emoji=THUMBS)
+    await sync_to_async(services.reactions.reaction_toggle)(message=message, user=bob, emoji=THUMBS)
 
     for socket in (alice_socket, bob_socket):
         frame = await receive_until(socket, reactions_of(message))
@@ -188,7 +188,7 @@ async def test_when_bob_reacts_then_alices_open_page_gets_the_new_counts_live(al
         assert f"reacted-u{bob.pk}" in frame
     assert await hears_only_presence(elsewhere, quiet=0.3)
 
-    await sync_to_async(services.reaction_toggle)(message=message, user=bob, emoji=THUMBS)
+    await sync_to_async(services.reactions.reaction_toggle)(message=message, user=bob, emoji=THUMBS)
     frame = await receive_until(alice_socket, reactions_of(message))
     assert visible_text(frame) == ""
     for socket in (alice_socket, bob_socket, elsewhere):
@@ -197,7 +197,7 @@ async def test_when_bob_reacts_then_alices_open_page_gets_the_new_counts_live(al
 
 def test_reactions_inside_a_message_or_the_log_are_never_swapped_on_their_own(room, message, bob):
     # htmx swaps nested hx-swap-oob elements separately: only the reactions fragment itself may carry one.
-    services.reaction_toggle(message=message, user=bob, emoji=THUMBS)
+    services.reactions.reaction_toggle(message=message, user=bob, emoji=THUMBS)
     for html in (
         fragments.message_log(room=room, messages=[message]),
         fragments.message_appended(message=message),

@@ -21,7 +21,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import User
-from chat import formatting, fragments, presence, services
+from chat import errors, formatting, fragments, presence, services
 from chat.models import Message, Room
 from chat.tests.conftest import (
     arrived,
@@ -275,10 +275,10 @@ def test_any_text_through_the_message_pipeline_renders_as_allowlisted_markup_and
     """Markdown may add the allowlisted elements (chat/tests/test_formatting.py); without its signs, the text is
     shown exactly as typed, and nothing else ever changes the message's structure."""
     settings.CHAT_RATE_LIMIT_MESSAGES = 10**9
-    room = services.room_get_or_create(name="lobby")
+    room = services.rooms.room_get_or_create(name="lobby")
     try:
-        message, refusal = services.message_post(room=room, author=alice, text=text), None
-    except services.ChatError as error:
+        message, refusal = services.messages.message_post(room=room, author=alice, text=text), None
+    except errors.ChatError as error:
         message, refusal = None, str(error)
     if refusal is not None:
         # Refused (an unknown /pm user, say): the error and the kept draft are text too.

@@ -11,7 +11,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from accounts.models import User
-from chat import services
+from chat import broadcasts, groups
+from chat.events import SessionEnded
 from chat.models import Message
 from chat.tests.conftest import ORIGIN, drain, receive_until, send_message
 from config.asgi import application
@@ -183,10 +184,18 @@ async def test_a_channel_layer_outage_does_not_fail_the_logout(alice, monkeypatc
     def layer_down(*args: object, **kwargs: object) -> None:
         raise ConnectionError("the layer is down")
 
-    monkeypatch.setattr(services, "async_to_sync", lambda _function: layer_down)
+    sockets_group = await database_sync_to_async(lambda: groups.session_group(browser.session))()
+    monkeypatch.setattr(broadcasts, "get_channel_layer", layer_down)
     await logout(browser)
 
-    assert any(record.levelname == "WARNING" and "not delivered live" in record.message for record in caplog.records)
+    # Never passed over in silence: logged as an error, and kept for the hub to publish when the layer is back.
+    assert any(
+        record.levelname == "ERROR" and "security event not delivered" in record.message for record in caplog.records
+    )
+    [(group, event)] = broadcasts.undelivered_take()
+    assert group == sockets_group
+    assert isinstance(event, SessionEnded)
+    assert event.reason == "logout"
     response = await database_sync_to_async(browser.get)("/chat/")
     assert response.status_code == 302
 
@@ -196,13 +205,13 @@ def test_a_sessions_group_is_named_by_a_hash_never_by_the_key(alice):
     key = client.cookies["sessionid"].value
     session = client.session
 
-    group = services.session_group(session)
+    group = groups.session_group(session)
 
     assert group.startswith("session_")
     assert len(group) == len("session_") + 32
     assert key not in group
-    assert session[services.SESSION_SOCKETS_KEY] not in group
-    assert services.session_group(logged_in(alice).session) != group
+    assert session[groups.SESSION_SOCKETS_KEY] not in group
+    assert groups.session_group(logged_in(alice).session) != group
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ def test_anonymous_visitors_are_sent_to_login(client: Client, path: str):
 
 def test_the_directory_lists_every_room_with_people_online_latest_message_first(alice_client, alice, bob, carol):
     quiet, busy, _empty = (Room.objects.create(name=n) for n in ("quiet", "Busy", "empty"))
-    services.message_create(room=quiet, author=bob, body="first")
-    services.message_create(room=busy, author=bob, body="later")
+    services.messages.message_create(room=quiet, author=bob, body="first")
+    services.messages.message_create(room=busy, author=bob, body="later")
     for user in (bob, bob, carol):  # bob in two tabs
         async_to_sync(presence.store().add)(room_id=busy.pk, user_id=user.pk)
 
@@ -155,7 +155,7 @@ def test_scroll_back_includes_the_readers_private_messages_and_no_one_elses(alic
     room = Room.objects.create(name="lobby")
     mine = direct_message(bob, alice, "for alice")
     direct_message(bob, carol, "for carol")
-    newest = services.message_create(room=room, author=bob, body="public")
+    newest = services.messages.message_create(room=room, author=bob, body="public")
     older = alice_client.get(f"/chat/lobby/history/?before={newest.pk}").content.decode()
     assert _message_ids(older) == [mine.pk]
 
@@ -185,9 +185,9 @@ def test_a_room_of_100000_messages_opens_and_scrolls_back_in_a_constant_number_o
 
 def test_search_finds_the_rooms_messages_by_every_word_and_links_each_to_its_place(alice_client, alice, bob):
     room, other = Room.objects.create(name="lobby"), Room.objects.create(name="other")
-    hit = services.message_create(room=room, author=bob, body="The deploy finished at noon")
-    services.message_create(room=room, author=bob, body="deploy failed")
-    services.message_create(room=other, author=bob, body="deploy finished elsewhere")
+    hit = services.messages.message_create(room=room, author=bob, body="The deploy finished at noon")
+    services.messages.message_create(room=room, author=bob, body="deploy failed")
+    services.messages.message_create(room=other, author=bob, body="deploy finished elsewhere")
     direct_message(bob, alice, "deploy finished privately")
 
     html = alice_client.get("/chat/lobby/search/", {"q": "deploy finished"}).content.decode()
@@ -200,7 +200,7 @@ def test_search_finds_the_rooms_messages_by_every_word_and_links_each_to_its_pla
 
 def test_a_search_result_opens_the_message_among_its_neighbours(alice_client, bob):
     room = Room.objects.create(name="lobby")
-    messages = [services.message_create(room=room, author=bob, body=f"n{i}") for i in range(60)]
+    messages = [services.messages.message_create(room=room, author=bob, body=f"n{i}") for i in range(60)]
     target = messages[30]
 
     html = alice_client.get(f"/chat/lobby/messages/{target.pk}/").content.decode()
@@ -218,7 +218,7 @@ def test_a_private_message_cannot_be_opened_through_the_context_page(alice_clien
 
 def test_search_escapes_the_query_and_the_results(alice_client, bob):
     room = Room.objects.create(name="lobby")
-    services.message_create(room=room, author=bob, body="<b>bold</b> move")
+    services.messages.message_create(room=room, author=bob, body="<b>bold</b> move")
     html = alice_client.get("/chat/lobby/search/", {"q": "<b>bold</b>"}).content.decode()
     main = html.split("<main")[1]
     assert "b" not in element_tags(main)
@@ -230,12 +230,12 @@ def _directory_row(html: str, name: str) -> str:
 
 def test_the_directory_counts_unread_messages_since_the_last_visit_and_flags_mentions(alice_client, alice, bob):
     lobby, quiet, never = (Room.objects.create(name=n) for n in ("lobby", "quiet", "never"))
-    services.conversation_mark_read(room=lobby, user=alice, join=True)
-    services.conversation_mark_read(room=quiet, user=alice, join=True)
-    services.message_create(room=lobby, author=bob, body="one")
-    services.message_create(room=lobby, author=bob, body="two @alice")
-    services.message_create(room=lobby, author=alice, body="my own")
-    services.message_create(room=never, author=bob, body="unvisited @alice")
+    services.memberships.conversation_mark_read(room=lobby, user=alice, join=True)
+    services.memberships.conversation_mark_read(room=quiet, user=alice, join=True)
+    services.messages.message_create(room=lobby, author=bob, body="one")
+    services.messages.message_create(room=lobby, author=bob, body="two @alice")
+    services.messages.message_create(room=lobby, author=alice, body="my own")
+    services.messages.message_create(room=never, author=bob, body="unvisited @alice")
 
     html = alice_client.get("/chat/").content.decode()
 
@@ -249,9 +249,9 @@ def test_the_directory_counts_unread_messages_since_the_last_visit_and_flags_men
 
 def test_the_room_marks_where_the_new_messages_begin(alice_client, alice, bob):
     room = Room.objects.create(name="lobby")
-    services.message_create(room=room, author=bob, body="seen before")
-    services.conversation_mark_read(room=room, user=alice, join=True)
-    new = services.message_create(room=room, author=bob, body="new one")
+    services.messages.message_create(room=room, author=bob, body="seen before")
+    services.memberships.conversation_mark_read(room=room, user=alice, join=True)
+    new = services.messages.message_create(room=room, author=bob, body="new one")
 
     html = alice_client.get("/chat/lobby/").content.decode()
 
@@ -260,12 +260,12 @@ def test_the_room_marks_where_the_new_messages_begin(alice_client, alice, bob):
 
 
 def test_a_first_visit_has_no_new_messages_marker(alice_client, bob):
-    services.message_create(room=Room.objects.create(name="lobby"), author=bob, body="hello")
+    services.messages.message_create(room=Room.objects.create(name="lobby"), author=bob, body="hello")
     assert "unread-divider" not in alice_client.get("/chat/lobby/").content.decode()
 
 
 def test_the_author_edits_a_message_inline(alice_client, alice):
-    message = services.message_create(room=Room.objects.create(name="lobby"), author=alice, body="teh")
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=alice, body="teh")
     form = alice_client.get(f"/chat/messages/{message.pk}/edit/", headers={"HX-Request": "true"}).content.decode()
     assert element_ids(form)[0] == f"message-{message.pk}"
     assert 'value="teh"' in form
@@ -279,7 +279,7 @@ def test_the_author_edits_a_message_inline(alice_client, alice):
 
 
 def test_an_edit_posted_before_htmx_takes_the_form_over_is_saved_and_returns_to_the_room(alice_client, alice):
-    message = services.message_create(room=Room.objects.create(name="lobby"), author=alice, body="teh")
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=alice, body="teh")
     form = alice_client.get(f"/chat/messages/{message.pk}/edit/", headers={"HX-Request": "true"}).content.decode()
     assert f'method="post" action="/chat/messages/{message.pk}/edit/"' in form
     assert 'name="csrfmiddlewaretoken"' in form
@@ -292,7 +292,7 @@ def test_an_edit_posted_before_htmx_takes_the_form_over_is_saved_and_returns_to_
 
 
 def test_nobody_edits_or_deletes_another_users_message(alice_client, bob):
-    message = services.message_create(room=Room.objects.create(name="lobby"), author=bob, body="mine")
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=bob, body="mine")
     assert alice_client.get(f"/chat/messages/{message.pk}/edit/").status_code == 403
     assert alice_client.post(f"/chat/messages/{message.pk}/edit/", {"body": "x"}).content.decode().count("own") == 1
     assert alice_client.post(f"/chat/messages/{message.pk}/delete/").status_code == 403
@@ -306,7 +306,7 @@ def test_nobody_reaches_a_private_message_of_others_through_edit(alice_client, b
 
 
 def test_the_author_deletes_a_message_and_a_placeholder_keeps_its_place(alice_client, alice):
-    message = services.message_create(room=Room.objects.create(name="lobby"), author=alice, body="regret")
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=alice, body="regret")
     assert alice_client.get(f"/chat/messages/{message.pk}/delete/").status_code == 405
     placeholder = alice_client.post(f"/chat/messages/{message.pk}/delete/").content.decode()
     assert "message deleted" in visible_text(placeholder)

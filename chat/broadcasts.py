@@ -1,0 +1,218 @@
+"""Committed changes become events: each rendered once, without a reader, and published through one function.
+
+The services call these from `transaction.on_commit`, so nobody ever sees what was rolled back. Every event goes
+through `send`, which decides what a failed publish means by the event's kind (chat.events):
+
+- a live update (a message, a reaction, who is online, a sidebar badge) may be lost: the page gets it again when its
+  socket reconnects. The failure is logged as a warning, and a caller that must tell someone is told (False).
+- a security decision (a session ended, access withdrawn) is never passed over in silence: it is logged as an
+  error and kept, and this process's hub publishes it again when the layer answers (chat.hub.recovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from accounts.models import User
+from chat import fragments, selectors
+from chat.errors import DeliveryError
+from chat.events import (
+    AccessChanged,
+    ConversationJoined,
+    ConversationLeft,
+    ConversationNews,
+    Event,
+    MentionFlagged,
+    MessageAppended,
+    MessageReplaced,
+    MessagesRemoved,
+    RoomListed,
+    RoomNews,
+    RoomStatusChanged,
+    RoomUnlisted,
+    SessionEnded,
+)
+from chat.groups import DIRECTORY_GROUP, directory_user_group, user_group
+from chat.models import Message, Room
+
+logger = logging.getLogger(__name__)
+
+# Security events whose publish failed, oldest first, for the hub to publish again (group, event).
+_undelivered: list[tuple[str, Event]] = []
+_undelivered_lock = threading.Lock()
+
+
+async def send(event: Event, *groups: str) -> bool:
+    """Publish the event to each group; whether every publish went (the failure policy is the event's kind)."""
+    for index, group in enumerate(groups):
+        try:
+            await get_channel_layer().group_send(group, event.to_wire(group))
+        except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
+            fields = {"event_type": event.kind, "group": group, "reason": type(error).__name__}
+            if not event.required:
+                logger.warning("not delivered live", extra=fields)
+                return False
+            logger.error("security event not delivered; kept to publish again", extra=fields)
+            with _undelivered_lock:
+                _undelivered.extend((later, event) for later in groups[index:])
+            return False
+    return True
+
+
+publish = async_to_sync(send)
+
+
+def undelivered_take() -> list[tuple[str, Event]]:
+    """The security events still to publish, handed over once."""
+    with _undelivered_lock:
+        taken = _undelivered[:]
+        _undelivered.clear()
+    return taken
+
+
+# Sessions
+
+
+def session_ended(*, group: str, reason: str) -> None:
+    """Close every socket opened with one session (its group: chat.groups.session_group)."""
+    publish(SessionEnded(reason=reason), group)
+
+
+def user_sessions_ended(*, user_id: int, reason: str, keep_session: str | None) -> None:
+    """Close every socket of the user (room pages and directories), but those of `keep_session`'s group."""
+    event = SessionEnded(reason=reason, keep_session=keep_session)
+    publish(event, user_group(user_id), directory_user_group(user_id))
+
+
+# Rooms and who is in them
+
+
+def access_changed(*, room: Room) -> None:
+    """Tell the room's sockets who may still read it: the others close with 4003 (chat.consumers)."""
+    member_ids = selectors.room_member_ids(room=room)
+    publish(AccessChanged(members_only=room.kind != Room.Kind.PUBLIC, member_ids=member_ids), room.group_name)
+
+
+def room_listed(*, room: Room) -> None:
+    """Show a new (or newly public) room at the top of every open directory's first page."""
+    publish(RoomListed(html=fragments.directory_room_added(room=room)), DIRECTORY_GROUP)
+
+
+def room_unlisted(*, room: Room) -> None:
+    publish(RoomUnlisted(html=fragments.directory_room_removed(room=room)), DIRECTORY_GROUP)
+
+
+def room_status_changed(*, room: Room) -> None:
+    """Tell every socket of the room whether it is read-only, with the line its page shows.
+
+    Lost, the sockets read it again when they reconnect; until then they still accept posts.
+    """
+    publish(RoomStatusChanged(read_only=room.read_only, html=fragments.room_status(room=room)), room.group_name)
+
+
+def conversation_joined(*, room: Room, user: User, unread: int = 0) -> None:
+    """Show a conversation the user is now in on the sidebars of their open pages, which then hear its news."""
+    if room.is_direct and room.peer is None:
+        room.peer = selectors.direct_peer(room=room, user=user)
+    event = ConversationJoined(
+        room_id=room.pk, unread=unread, html=fragments.sidebar_entry_added(room=room, unread=unread)
+    )
+    publish(event, user_group(user.pk), directory_user_group(user.pk))
+
+
+def conversation_left(*, room: Room, user_ids: Iterable[int]) -> None:
+    event = ConversationLeft(room_id=room.pk, html=fragments.sidebar_entry_removed(room=room))
+    for user_id in user_ids:
+        publish(event, user_group(user_id), directory_user_group(user_id))
+
+
+# Messages
+
+
+def message_groups(*, message: Message) -> list[tuple[str, int | None]]:
+    """The groups that show a message, each with the conversation it is a whisper of there (or None): the
+    conversation's pages, and for a direct conversation's message the two people's other pages too."""
+    groups: list[tuple[str, int | None]] = [(message.room.group_name, None)]
+    if message.is_private:
+        groups += [
+            (user_group(message.recipient_id), message.room_id),
+            (user_group(message.author_id), message.room_id),
+        ]
+    return groups
+
+
+def message_posted(*, message: Message, first: bool = False) -> None:
+    """Render the message once and send it to its conversation's pages (and a direct one's as a whisper to the two
+    people's other pages); then the news to the members' sidebars and, for a public room, to the directories.
+
+    `first`: the first message of a direct conversation, which puts it in both people's sidebars. The message is
+    stored: a failure here raises DeliveryError, which tells its author.
+    """
+    room = message.room
+    delivered = True
+    for group, whisper_of in message_groups(message=message):
+        html = fragments.message_appended(message=message, whisper=whisper_of is not None)
+        delivered &= publish(MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group)
+    if first:
+        for user, peer in ((message.author, message.recipient), (message.recipient, message.author)):
+            shown = Room(pk=room.pk, name=room.name, kind=room.kind, last_message_at=room.last_message_at)
+            shown.peer = peer
+            conversation_joined(room=shown, user=user, unread=0 if user.pk == message.author_id else 1)
+    else:
+        news = ConversationNews(
+            room_id=room.pk, message_id=message.pk, author_id=message.author_id, mentioned=message.mentioned_ids
+        )
+        delivered &= publish(news, room.sidebar_group)
+    if room.kind == Room.Kind.PUBLIC:
+        news = RoomNews(
+            room_id=room.pk,
+            room_name=room.name,
+            message_id=message.pk,
+            author_id=message.author_id,
+            created_at=message.created_at.timestamp(),
+        )
+        delivered &= publish(news, DIRECTORY_GROUP)
+        if message.mentioned_ids:
+            flag = MentionFlagged(html=fragments.directory_mentioned(room=room))
+            for user_id in message.mentioned_ids:
+                publish(flag, directory_user_group(user_id))
+    if not delivered:
+        raise DeliveryError(
+            "Your message is saved, but it could not be delivered live right now; "
+            "others will see it when their page reconnects."
+        )
+
+
+def message_replaced(*, message: Message) -> None:
+    """Replace an edited or retracted message in every page that shows it, rendered once (and once as a whisper)."""
+    for group, whisper_of in message_groups(message=message):
+        html = fragments.message_replaced(message=message, whisper=whisper_of is not None)
+        publish(MessageReplaced(html=html, whisper_of=whisper_of), group)
+
+
+def reactions_changed(*, message: Message) -> None:
+    """Replace the message's reactions in every page that shows it, rendered once."""
+    html = fragments.reactions(message=message)
+    for group, whisper_of in message_groups(message=message):
+        publish(MessageReplaced(html=html, whisper_of=whisper_of), group)
+
+
+def removals_by_group(*, messages: Iterable[Message]) -> dict[str, list[int]]:
+    """The ids of the messages each group's pages show."""
+    removals: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        for group, _whisper_of in message_groups(message=message):
+            removals[group].append(message.pk)
+    return dict(removals)
+
+
+def messages_removed(*, messages: Iterable[Message]) -> None:
+    """Tell each group's open pages to drop those messages: one frame per group, however many messages."""
+    for group, message_ids in removals_by_group(messages=messages).items():
+        publish(MessagesRemoved(html=fragments.messages_removed(message_ids=message_ids)), group)

@@ -1,0 +1,230 @@
+"""What every socket of the chat shares: its events come from this process's hub, and it follows its session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+
+from chat import fragments, selectors
+from chat.events import ConversationJoined, ConversationLeft, ConversationNews, Event, Fragment, SessionEnded
+from chat.groups import session_group
+from chat.hub import hub
+from chat.models import Room, sidebar_group
+from chat.transport import Frame, Wire
+
+# One logger for every socket, "chat.consumers" (README, "Logs").
+logger = logging.getLogger(__package__)
+
+CLOSE_UNAUTHENTICATED = 4001
+# Not a conversation this user may read (a private room they are not in, an unknown person): as if it did not exist.
+CLOSE_NOT_FOUND = 4003
+CLOSE_INVALID_ROOM = 4004
+
+# This process's sockets, quiesced before a stopping server closes them (sockets_stop_taking_frames); and whether
+# it is stopping.
+_open_sockets: set[HubConsumer] = set()
+_server_restarting = False
+
+
+def socket_log_fields(scope: dict, *, room: str | None = None, **fields: object) -> dict[str, object]:
+    """A socket log line's structured fields (README, "Logs"): who, where, why; never what anyone typed."""
+    user = scope.get("user")
+    return {
+        "user": user.username if user is not None and user.is_authenticated else None,
+        "path": scope.get("path"),
+        "room": room,
+        **fields,
+    }
+
+
+class HubConsumer(AsyncWebsocketConsumer):
+    """A socket whose events come from this process's hub (chat.hub), not from a channel of its own.
+
+    Channels' consumer reads a channel of its own beside the socket, with a task per event and a thread hop
+    (close_old_connections) before each. Here the only input is the socket; the hub writes group events' frames
+    straight to it, and calls `hub_event` for the few events a socket must act on. Handlers reach the database
+    only through database_sync_to_async, which closes old connections itself.
+    """
+
+    groups: list[str] = []
+    joined: list[str] = []
+    restarting = False
+    # Set when the session this socket was opened with has ended: from then on it neither sends nor takes anything.
+    session_ended = False
+    # Group events that came while the page's snapshot was being made (None: not making one).
+    held: list[Event] | None = None
+    # The sidebar as this page shows it: each entry's unread count, the entries flagged for a mention, and the
+    # newest message its counts include. The conversation the page shows is not among them: it is being read.
+    sidebar_unread: dict[int, int]
+    sidebar_mentioned: set[int]
+    sidebar_counted_up_to = 0
+    showing_room_id: int | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = None
+        self.base_send = send
+        self.wire = Wire(send)
+        self.user = scope.get("user")
+        # The user's id as a plain int: read for every frame, and the scope's user is a lazy object.
+        self.user_id = getattr(self.user, "pk", None)
+        self.sidebar_unread, self.sidebar_mentioned = {}, set()
+        # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
+        self.frame_in_hand = asyncio.Lock()
+        _open_sockets.add(self)
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            _open_sockets.discard(self)
+            # However the consumer ends (closed, crashed, cancelled by the server), it stops counting.
+            await asyncio.shield(self.hub_leave())
+
+    async def dispatch(self, message: dict) -> None:
+        if self.session_ended and message["type"] != "websocket.disconnect":
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def hub_join(self, groups: list[str]) -> None:
+        self.joined = [*self.joined, *groups]
+        await hub().join(self, groups)
+
+    async def sidebar_groups(self) -> list[str]:
+        """The groups of the news of the user's conversations, but the one this page shows."""
+        room_ids = await database_sync_to_async(selectors.sidebar_room_ids)(user=self.user)
+        return [sidebar_group(room_id) for room_id in room_ids if room_id != self.showing_room_id]
+
+    def sidebar_render(self, current: Room | None) -> str:
+        """The user's sidebar, whole, and the counts that its news then adds to (call after joining its groups)."""
+        sidebar = selectors.sidebar(user=self.user, current=current)
+        self.sidebar_unread = {room.pk: room.unread_count for room in [*sidebar.rooms, *sidebar.people]}
+        self.sidebar_unread.pop(self.showing_room_id, None)
+        self.sidebar_mentioned = {room.pk for room in [*sidebar.rooms, *sidebar.people] if room.mentioned}
+        self.sidebar_counted_up_to = sidebar.counted_up_to
+        return fragments.sidebar(sidebar=sidebar)
+
+    async def send_snapshot(self, make: Callable[[], Awaitable[str]]) -> None:
+        """Send what `make` returns (the page's state), then what the groups' events brought meanwhile, in order.
+
+        Held until then: a frame sent before the snapshot would be replaced by it (an arrival lost from the list).
+        """
+        self.held = []
+        try:
+            await self.send(text_data=await make())
+        finally:
+            held, self.held = self.held, None
+            for event in held:
+                frame = self.sidebar_frame(event) if isinstance(event, ConversationNews) else self.frame_for(event)
+                if frame is not None:
+                    await self.deliver(frame)
+
+    def sidebar_frame(self, event: ConversationNews) -> Frame | None:
+        """A message in one of the user's other conversations: one more on its badge, rendered once per count."""
+        if self.held is not None:
+            self.held.append(event)
+            return None
+        room_id = event.room_id
+        count = self.sidebar_unread.get(room_id)
+        if count is None or self.session_ended or event.message_id <= self.sidebar_counted_up_to:
+            return None
+        # Not news to its author, nor while the user has it open in another tab of this process.
+        if event.author_id == self.user_id or hub().connections.get((room_id, self.user_id)):
+            return None
+        if self.user_id in event.mentioned:
+            self.sidebar_mentioned.add(room_id)
+        self.sidebar_unread[room_id] = count + 1
+        return hub().sidebar_badges(room_id, count + 1, room_id in self.sidebar_mentioned)
+
+    async def hub_leave(self) -> None:
+        """Leave the hub's groups, once."""
+        joined, self.joined = self.joined, []
+        if joined:
+            await hub().leave(self, joined)
+
+    async def hub_event(self, event: Event) -> None:
+        """An event this socket acts on itself; the others pass it by."""
+        if self.session_ended:
+            return
+        match event:
+            case SessionEnded():
+                await self.session_end(event)
+            case ConversationJoined():
+                await self.conversation_joined(event)
+            case ConversationLeft():
+                await self.conversation_left(event)
+
+    def frame_for(self, event: Fragment) -> Frame | None:
+        """The frame of a group event this socket shows, or None."""
+        return None if self.session_ended else event.frame()
+
+    async def session_end(self, event: SessionEnded) -> None:
+        """The session of this socket ended (logout, password changed elsewhere, account deactivated): close it."""
+        if event.keep_session == session_group(self.scope["session"]):
+            return
+        self.session_ended = True
+        fields = socket_log_fields(self.scope, reason=event.reason, close_code=CLOSE_UNAUTHENTICATED)
+        logger.info("socket closed: session ended", extra=fields)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def conversation_joined(self, event: ConversationJoined) -> None:
+        """The user is now in a conversation: show it, and hear its news (not on the page that shows it)."""
+        room_id = event.room_id
+        if room_id == self.showing_room_id:
+            return
+        if room_id not in self.sidebar_unread:
+            self.sidebar_unread[room_id] = event.unread
+            await self.hub_join([sidebar_group(room_id)])
+        await self.send(text_data=event.html)
+
+    async def conversation_left(self, event: ConversationLeft) -> None:
+        room_id = event.room_id
+        if self.sidebar_unread.pop(room_id, None) is not None:
+            group = sidebar_group(room_id)
+            self.joined = [joined for joined in self.joined if joined != group]
+            await hub().leave(self, [group])
+        # Also on a page that still shows the room: the user has left it, wherever they did.
+        await self.send(text_data=event.html)
+
+    async def deliver(self, frame: Frame) -> None:
+        try:
+            await self.wire.write(frame)
+        except Exception:  # the socket closed under us (the server's error type): its disconnect follows
+            logger.debug("frame to a closed socket dropped", extra=socket_log_fields(self.scope))
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        await self.disconnect(message["code"])
+        raise StopConsumer
+
+    async def stop_taking_frames(self) -> None:
+        """The server is stopping: take no more frames."""
+        self.restarting = True
+
+
+def server_restarting() -> bool:
+    """Whether this process is stopping (a socket opening now is refused, to be retried elsewhere)."""
+    return _server_restarting
+
+
+def sockets_open() -> int:
+    """How many sockets this process still has open."""
+    return len(_open_sockets)
+
+
+async def sockets_stop_taking_frames() -> None:
+    """Before the server closes the sockets (config/server.py): let each finish its frame in hand, refuse new ones."""
+    global _server_restarting
+    _server_restarting = True
+    await asyncio.gather(*(consumer.stop_taking_frames() for consumer in list(_open_sockets)))

@@ -1,0 +1,328 @@
+"""The socket of a conversation's page (a room, or two people's direct conversation): parse, call a service, send."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import partial
+
+from channels.db import database_sync_to_async
+
+from chat import fragments, selectors
+from chat.consumers.base import (
+    CLOSE_INVALID_ROOM,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    HubConsumer,
+    server_restarting,
+    socket_log_fields,
+)
+from chat.errors import ChatError, DeliveryError, InvalidRoomName
+from chat.events import (
+    AccessChanged,
+    Event,
+    Fragment,
+    LayerBack,
+    LayerLost,
+    MessageAppended,
+    MessageReplaced,
+    RoomStatusChanged,
+    TypingNoticed,
+)
+from chat.groups import session_group, user_group
+from chat.hub import CachedLog, hub
+from chat.models import Room
+from chat.services.memberships import conversation_mark_read
+from chat.services.messages import message_post
+from chat.services.rooms import conversation_open
+from chat.transport import Frame
+
+# One logger for every socket, "chat.consumers" (README, "Logs").
+logger = logging.getLogger(__package__)
+
+# The browser sends typing notices at most every 2 s; the server forwards at most one a second, below the
+# browser's period, so that it never drops a notice the browser's throttle let through (a flood it does drop).
+TYPING_THROTTLE_SECONDS = 1.0
+
+# Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
+WARNING_REASONS = frozenset({"too_long", "rate_limited"})
+
+LAYER_LOST_ERROR = (
+    "Live updates are interrupted. What you send is still saved, and this page catches up by itself "
+    "when the connection is back."
+)
+
+NOT_A_MEMBER_ERROR = "This room is private now, and you are not one of its members: it is closed to you."
+
+
+def readable(value: object) -> bool:
+    """A string of real characters: JSON can also carry lone surrogates ("\\ud800"), which no database stores."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def frame_payload(text_data: str | None) -> dict:
+    """The JSON object of a text frame, or {} when the frame is not one."""
+    try:
+        payload = json.loads(text_data) if text_data is not None else None
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+class ChatRoomConsumer(HubConsumer):
+    """One browser tab with one conversation open."""
+
+    room: Room | None = None
+    typing_sent_at = float("-inf")
+    present = False
+    layer_up = True
+    log_last_id = 0
+
+    async def hub_event(self, event: Event) -> None:
+        if self.session_ended:
+            return
+        match event:
+            case RoomStatusChanged():
+                await self.room_status(event)
+            case AccessChanged():
+                await self.room_access(event)
+            case LayerLost():
+                await self.layer_lost()
+            case LayerBack():
+                await self.layer_back()
+            case _:
+                await super().hub_event(event)
+
+    async def layer_lost(self) -> None:
+        """The channel layer stopped answering: say so once; messages are still stored, only not delivered live."""
+        if not self.layer_up or self.room is None:
+            return
+        self.layer_up = False
+        logger.warning("channel layer unavailable", extra=socket_log_fields(self.scope, room=self.room.name))
+        await self.send(text_data=fragments.chat_error(error=LAYER_LOST_ERROR))
+
+    async def layer_back(self) -> None:
+        """The layer answers again and the groups are joined: send what this page missed meanwhile."""
+        self.layer_up = True
+        if self.room is not None:
+            await self.send_snapshot(partial(self.room_snapshot, extra=fragments.chat_error()))
+            logger.info("channel layer back", extra=socket_log_fields(self.scope, room=self.room.name))
+
+    async def stop_taking_frames(self) -> None:
+        """The server is stopping: finish the frame in hand (stored and answered), then take no more."""
+        async with self.frame_in_hand:
+            self.restarting = True
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Exception:  # the server's error type for a closing socket
+            if not self.restarting:
+                raise
+            # The server is closing this socket for a restart: the browser gets the state again on reconnect.
+
+    async def websocket_receive(self, message: dict) -> None:
+        async with self.frame_in_hand:
+            # The server is stopping (checked in the lock: a frame may have waited for it behind the restart):
+            # the text stays in the browser's box and is sent again after reconnecting.
+            if self.restarting:
+                return
+            await super().websocket_receive(message)
+
+    async def connect(self) -> None:
+        """Join the conversation's and the user's groups, count the connection, send the log, the online list and
+        the sidebar."""
+        conversation = self.scope["url_route"]["kwargs"]  # {"room_name": ...} or {"username": ...}
+        name = next(iter(conversation.values()))
+        if server_restarting():
+            # Refused at the handshake (1006): the browser tries again, by then on another process.
+            await self.close()
+            return
+        # Accept before refusing: a refused handshake looks like 1006, which the browser retries forever.
+        await self.accept()
+        if not self.user.is_authenticated:
+            logger.info(
+                "socket refused",
+                extra=socket_log_fields(
+                    self.scope, room=name[:60], reason="anonymous", close_code=CLOSE_UNAUTHENTICATED
+                ),
+            )
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            self.room = await database_sync_to_async(conversation_open)(user=self.user, **conversation)
+        except ChatError as error:
+            code = CLOSE_INVALID_ROOM if isinstance(error, InvalidRoomName) else CLOSE_NOT_FOUND
+            logger.info(
+                "socket refused",
+                extra=socket_log_fields(self.scope, room=name[:60], reason=error.reason, close_code=code),
+            )
+            await self.send(text_data=fragments.chat_error(error=str(error)))
+            await self.close(code=code)
+            return
+        self.showing_room_id = self.room.pk
+        self.state = hub().room(self.room)
+        # Joined before the log is read, so that no message falls between the two.
+        groups = [
+            self.room.group_name,
+            user_group(self.user.pk),
+            session_group(self.scope["session"]),
+            *await self.sidebar_groups(),
+        ]
+        await self.hub_join(groups)
+        if not hub().up:
+            await self.layer_lost()
+        self.present = True
+        await hub().presence_join(self.room, self.user)
+        # The room's status too: a moderator may have closed the room while this page was away.
+        await self.send_snapshot(self.room_snapshot)
+        logger.info("socket connected", extra=socket_log_fields(self.scope, room=self.room.name))
+
+    async def room_snapshot(self, extra: str | None = None) -> str:
+        """The log, the online list and the sidebar as this page should show them now, mostly from what the room's
+        sockets share; and the room's status (`extra`: what else to send with them)."""
+        state = self.state
+        online_html = await hub().room_online(state)
+        version = state.log_version
+        cached = state.log if state.log is not None and state.log.version == version else None
+        log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
+        if fresh is not None and state.log_version == version:
+            state.log = fresh
+        status = fragments.room_status(room=self.room) if extra is None else extra
+        return log_html + online_html + status
+
+    def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
+        """This page's log and sidebar: the room's shared log, unless whispers or an unread divider make it its own."""
+        # Read again now that the groups are joined: a room closed since it was loaded is not missed.
+        self.room.refresh_from_db(fields=["read_only"])
+        fresh = None
+        if cached is None:
+            room_messages = selectors.room_messages_recent(room=self.room)
+            html = fragments.message_log(room=self.room, messages=room_messages)
+            cached = fresh = CachedLog(version=version, messages=room_messages, html=html)
+        latest_id = cached.messages[-1].pk if cached.messages else 0
+        last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
+        sidebar_html = self.sidebar_render(current=self.room)
+        # A room page shows the user's direct messages among the room's, as whispers.
+        private = [] if self.room.is_direct else selectors.private_messages_recent(user=self.user)
+        messages = selectors.messages_merged(cached.messages, private)
+        # Live messages already in this log are not forwarded again (a message may land in between).
+        last_id = messages[-1].pk if messages else 0
+        divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
+        if divider_id is None and not private:
+            return cached.html + sidebar_html, last_id, fresh
+        log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id)
+        return log_html + sidebar_html, last_id, fresh
+
+    async def hub_leave(self) -> None:
+        """Uncount this connection and leave the groups, once; everything shown meanwhile has been read."""
+        if self.present:
+            self.present = False
+            await hub().presence_leave(self.room, self.user)
+            await super().hub_leave()
+            await database_sync_to_async(conversation_mark_read)(room=self.room, user=self.user)
+        else:
+            await super().hub_leave()
+
+    async def disconnect(self, code: int) -> None:
+        """Uncount the connection and log it."""
+        if self.room is None:
+            return
+        await self.hub_leave()
+        logger.info("socket disconnected", extra=socket_log_fields(self.scope, room=self.room.name, close_code=code))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Take one frame of the message form, as the htmx ws extension sends it."""
+        if self.room is None:
+            return
+        payload = frame_payload(text_data)
+        if readable(payload.get("message")):
+            await self.post_message(payload["message"])
+        elif payload.get("typing"):
+            await self.announce_typing()
+        else:
+            logger.warning(
+                "frame rejected", extra=socket_log_fields(self.scope, room=self.room.name, reason="malformed")
+            )
+            await self.send_error("That message could not be read. Please type it again.")
+
+    async def post_message(self, text: str) -> None:
+        """Store and publish what the form sent; answer the sender with a fresh form or an error."""
+        try:
+            await database_sync_to_async(message_post)(room=self.room, author=self.user, text=text)
+        except DeliveryError as error:
+            logger.warning(
+                "message not delivered live",
+                extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason),
+            )
+            await self.send(text_data=fragments.chat_error(error=str(error)) + fragments.message_form(room=self.room))
+        except ChatError as error:
+            # The reason code, not the sentence: the sentence can quote what the user typed.
+            level = logging.WARNING if error.reason in WARNING_REASONS else logging.INFO
+            logger.log(
+                level, "message refused", extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason)
+            )
+            # A browser's frame holds at most 64 KiB; longer text came in fragments from a script, and sending it
+            # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
+            await self.send_error(str(error), draft=text[:65536])
+        else:
+            # The message removed this user's notice; the next keystroke may announce typing again at once.
+            self.typing_sent_at = float("-inf")
+            await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
+
+    async def announce_typing(self) -> None:
+        """Tell the others in the room that this user is typing: throttled, nothing stored, lost if the layer is."""
+        now = time.monotonic()
+        if now - self.typing_sent_at < TYPING_THROTTLE_SECONDS:
+            return
+        self.typing_sent_at = now
+        await hub().publish(
+            TypingNoticed(html=fragments.typing(typist=self.user), typist_id=self.user.pk), self.room.group_name
+        )
+
+    async def send_error(self, error: str, draft: str = "") -> None:
+        """Show the error above the form and keep what the user typed."""
+        await self.send(
+            text_data=fragments.chat_error(error=error) + fragments.message_form(room=self.room, draft=draft)
+        )
+
+    async def room_status(self, event: RoomStatusChanged) -> None:
+        """A moderator closed or opened the room: post accordingly, and show it."""
+        self.room.read_only = event.read_only
+        await self.send(text_data=event.html)
+
+    async def room_access(self, event: AccessChanged) -> None:
+        """Who may read the room changed (made private, a member left or was removed): a reader no longer among
+        them is closed out, as if the room did not exist."""
+        if event.members_only and self.user_id not in event.member_ids:
+            self.session_ended = True  # nothing more reaches this page
+            fields = socket_log_fields(
+                self.scope, room=self.room.name, reason="not_member", close_code=CLOSE_NOT_FOUND
+            )
+            logger.info("socket closed: not a member", extra=fields)
+            await self.send(text_data=fragments.chat_error(error=NOT_A_MEMBER_ERROR))
+            await self.close(code=CLOSE_NOT_FOUND)
+
+    def frame_for(self, event: Fragment) -> Frame | None:
+        """HTML rendered once for the whole group; not a message already in this log, not to a typist."""
+        if self.held is not None:  # the page's log and online list are not out yet: they come first
+            self.held.append(event)
+            return None
+        if self.session_ended:
+            return None
+        match event:
+            case MessageAppended() if event.message_id <= self.log_last_id:
+                return None
+            # A whisper of the direct conversation this page shows: it has the message itself.
+            case MessageAppended() | MessageReplaced() if event.whisper_of == self.showing_room_id:
+                return None
+            case TypingNoticed() if event.typist_id == self.user_id:
+                return None
+        return event.frame()

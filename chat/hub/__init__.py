@@ -1,0 +1,164 @@
+"""One process's share of the channel layer: one subscription per group, each frame handed to every local socket.
+
+Channels gives every socket a channel, a queue, a task and a dispatch per event: a message to a room of a thousand
+sockets woke a thousand tasks. Here the process holds one channel; it joins a group when its first socket needs
+it and leaves when its last one goes. An event arrives once per process and the hub writes its frame to each local
+socket in turn, in one task (docs/performance.md).
+
+The hub's jobs, each in a module of its own:
+- `subscriptions`: the groups and the fan-out of frames to local sockets;
+- `online`: the presence ticker, and what a room's local sockets share (online list, recent log);
+- `directory`: the news of listed rooms, told to the directories once a tick;
+- `recovery`: what happens when the channel layer stops answering and when it comes back.
+`Hub` below joins them, receives the events and dispatches each on its type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from chat.events import (
+    AccessChanged,
+    ConversationJoined,
+    ConversationLeft,
+    ConversationNews,
+    Event,
+    Fragment,
+    MentionFlagged,
+    MessageAppended,
+    MessageReplaced,
+    MessagesRemoved,
+    PresenceChanged,
+    RoomListed,
+    RoomNews,
+    RoomOnlineCounted,
+    RoomStatusChanged,
+    RoomUnlisted,
+    SessionEnded,
+    TypingNoticed,
+    from_wire,
+)
+from chat.hub.directory import DIRECTORY_TICK_SECONDS, DirectoryDesk
+from chat.hub.online import PRESENCE_TICK_SECONDS, CachedLog, RoomState
+from chat.hub.recovery import Recovery
+from chat.hub.subscriptions import Socket
+
+__all__ = ["CachedLog", "Hub", "RoomState", "Socket", "hub", "hubs_stop"]
+
+logger = logging.getLogger(__name__)
+
+
+class Hub(Recovery, DirectoryDesk):
+    """This process's (this event loop's) subscriptions and sockets."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel(prefix="hub")
+            loop = asyncio.get_running_loop()
+            self.tasks = [loop.create_task(self.receive_forever()), loop.create_task(self.tick_forever())]
+
+    async def receive_forever(self) -> None:
+        while True:
+            if not self.up:
+                await self.rejoin()
+                continue
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
+                self.layer_lost(error)
+                continue
+            received = from_wire(message)
+            if received is None or received[0] not in self.members:
+                continue
+            group, event = received
+            try:
+                await self.dispatch(group, event)
+            except Exception:
+                logger.exception("event not delivered", extra={"event_type": event.kind})
+
+    async def dispatch(self, group: str, event: Event) -> None:
+        """Each kind of event to the job that handles it."""
+        match event:
+            case MessageAppended() | MessageReplaced() | MessagesRemoved():
+                self.log_changed(group)
+                await self.fan_out(group, event)
+            case TypingNoticed() | RoomListed() | RoomUnlisted() | RoomOnlineCounted() | MentionFlagged():
+                await self.fan_out(group, event)
+            case PresenceChanged():
+                await self.presence_apply(group, event)
+            case RoomNews():
+                self.directory_note(event)
+            case ConversationNews():
+                await self.sidebar_news(group, event)
+            case SessionEnded() | AccessChanged() | RoomStatusChanged() | ConversationJoined() | ConversationLeft():
+                await self.act(group, event)
+            case Fragment():
+                await self.fan_out(group, event)
+            case _:
+                logger.warning("event of no job dropped", extra={"event_type": event.kind})
+
+    async def tick_forever(self) -> None:
+        """Announce each moment's presence changes and directory news; every heartbeat, keep this process alive."""
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
+        next_directory = loop.time() + DIRECTORY_TICK_SECONDS
+        while True:
+            await asyncio.sleep(PRESENCE_TICK_SECONDS)
+            try:
+                if loop.time() >= next_heartbeat:
+                    next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
+                    await self.heartbeat()
+                    # Group memberships expire in the layer unless they are added again.
+                    if self.up and (error := await self.groups_add()) is not None:
+                        self.layer_lost(error)
+                if self.up:
+                    await self.undelivered_publish()
+                await self.announce()
+                if loop.time() >= next_directory:
+                    next_directory = loop.time() + DIRECTORY_TICK_SECONDS
+                    await self.directory_announce()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("presence announcement failed; retrying")
+
+    async def stop(self) -> None:
+        for task in [*self.tasks, *([self.telling] if self.telling else [])]:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(BaseException):  # cancelled
+                await task
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def hub() -> Hub:
+    """The hub of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub(get_channel_layer())
+    return found
+
+
+async def hubs_stop() -> None:
+    """Stop every hub (tests: each runs its own event loop)."""
+    for loop, found in list(_hubs.items()):
+        if loop is asyncio.get_running_loop():
+            await found.stop()
+        else:
+            for task in found.tasks:
+                task.cancel()
+    _hubs.clear()

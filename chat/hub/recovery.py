@@ -1,0 +1,70 @@
+"""Recovery after an outage of the channel layer: say so to every socket, join every group again once the layer
+answers, publish the security events that could not go out, and let every page catch up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from chat import broadcasts
+from chat.events import Event, LayerBack, LayerLost
+from chat.hub.online import PresenceTicker
+
+logger = logging.getLogger(__name__)
+
+# While the channel layer does not answer, the hub tries to join its groups again this often (seconds).
+LAYER_RETRY_SECONDS = 2.0
+
+
+class Recovery(PresenceTicker):
+    """Whether this process's layer answers, and what is done when it stops and when it comes back."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.telling: asyncio.Task | None = None
+
+    def layer_lost(self, error: Exception | None) -> None:
+        if not self.up:
+            return
+        self.up = False
+        logger.warning("channel layer unavailable", extra={"reason": type(error).__name__ if error else None})
+        # A task, not an await: this is called from the middle of a join, a publish or the receive loop.
+        self.telling = asyncio.get_running_loop().create_task(self.tell_every_socket(LayerLost()))
+
+    async def tell_every_socket(self, event: Event) -> None:
+        for socket in {socket for members in self.members.values() for socket in members}:
+            await socket.hub_event(event)
+
+    async def groups_add(self) -> Exception | None:
+        """Join every group of this process's sockets (again); the layer's error if it did not take them all."""
+        try:
+            for group in list(self.members):
+                await self.layer.group_add(group, self.channel)
+        except Exception as error:  # the layer's errors depend on its backend
+            return error
+        return None
+
+    async def rejoin(self) -> None:
+        """Join every group again once the layer answers, then let every socket catch up."""
+        await asyncio.sleep(LAYER_RETRY_SECONDS)
+        if await self.groups_add() is not None:  # still down
+            return
+        self.up = True
+        if not await self.undelivered_publish():
+            return
+        self.views_forget()
+        logger.info("channel layer back")
+        await self.tell_every_socket(LayerBack())
+
+    async def undelivered_publish(self) -> bool:
+        """Publish again the security events whose publish failed (chat.broadcasts); whether they all went.
+
+        Every tick too: a publish from a request's thread can fail while this loop's own link stays up. One that
+        fails again is kept again by broadcasts.send, for the next try.
+        """
+        delivered = True
+        for group, event in broadcasts.undelivered_take():
+            delivered &= await broadcasts.send(event, group)
+        if not delivered:
+            self.layer_lost(None)
+        return delivered

@@ -1,0 +1,16 @@
+"""Writes: the rules of the chat, one module per domain. Each action stores first, then publishes on commit.
+
+- `sessions`: which sockets a login owns, and closing them when it ends.
+- `rooms`: room names, finding or creating a conversation, who may open it.
+- `memberships`: joining, leaving, members, privacy, read marks.
+- `messages`: parsing what was typed, storing, editing and retracting messages.
+- `reactions`, `attachments`: what can be added to a message.
+- `storage`: the files attachments keep.
+- `moderation`: deleting messages and closing rooms, for staff.
+
+Imports go one way: a module here may import the ones listed before it, chat.broadcasts and everything below.
+"""
+
+from chat.services import attachments, memberships, messages, moderation, reactions, rooms, sessions, storage
+
+__all__ = ["attachments", "memberships", "messages", "moderation", "reactions", "rooms", "sessions", "storage"]
