@@ -45,7 +45,7 @@ from chat.events import (
 )
 from chat.hub.directory import DIRECTORY_TICK_SECONDS, DirectoryDesk
 from chat.hub.online import PRESENCE_TICK_SECONDS, CachedLog, RoomState
-from chat.hub.recovery import Recovery
+from chat.hub.recovery import LAYER_RETRY_SECONDS, Recovery
 from chat.hub.subscriptions import Socket
 
 __all__ = ["CachedLog", "Hub", "RoomState", "Socket", "hub", "hubs_stop"]
@@ -68,15 +68,13 @@ class Hub(Recovery, DirectoryDesk):
 
     async def receive_forever(self) -> None:
         while True:
-            if not self.up:
-                await self.rejoin()
-                continue
             try:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
                 self.layer_lost(error)
+                await asyncio.sleep(LAYER_RETRY_SECONDS)
                 continue
             received = from_wire(message)
             if received is None or received[0] not in self.members:
@@ -109,13 +107,16 @@ class Hub(Recovery, DirectoryDesk):
                 logger.warning("event of no job dropped", extra={"event_type": event.kind})
 
     async def tick_forever(self) -> None:
-        """Announce each moment's presence changes and directory news; every heartbeat, keep this process alive."""
+        """Announce each moment's presence changes and directory news; every heartbeat, keep this process alive;
+        while the layer is lost, try to recover."""
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
         next_directory = loop.time() + DIRECTORY_TICK_SECONDS
         while True:
             await asyncio.sleep(PRESENCE_TICK_SECONDS)
             try:
+                if not self.up:
+                    await self.recover()
                 if loop.time() >= next_heartbeat:
                     next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
                     await self.heartbeat()

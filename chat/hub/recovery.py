@@ -22,11 +22,13 @@ class Recovery(PresenceTicker):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.telling: asyncio.Task | None = None
+        self.lost_at = 0.0
 
     def layer_lost(self, error: Exception | None) -> None:
         if not self.up:
             return
         self.up = False
+        self.lost_at = asyncio.get_running_loop().time()
         logger.warning("channel layer unavailable", extra={"reason": type(error).__name__ if error else None})
         # A task, not an await: this is called from the middle of a join, a publish or the receive loop.
         self.telling = asyncio.get_running_loop().create_task(self.tell_every_socket(LayerLost()))
@@ -44,9 +46,13 @@ class Recovery(PresenceTicker):
             return error
         return None
 
-    async def rejoin(self) -> None:
-        """Join every group again once the layer answers, then let every socket catch up."""
-        await asyncio.sleep(LAYER_RETRY_SECONDS)
+    async def recover(self) -> None:
+        """Every `LAYER_RETRY_SECONDS` while the layer is lost: join every group again once it answers, publish
+        what could not go out, then let every socket catch up."""
+        now = asyncio.get_running_loop().time()
+        if now - self.lost_at < LAYER_RETRY_SECONDS:
+            return
+        self.lost_at = now
         if await self.groups_add() is not None:  # still down
             return
         self.up = True

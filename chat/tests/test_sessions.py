@@ -13,6 +13,7 @@ from django.test import Client
 from accounts.models import User
 from chat import broadcasts, groups
 from chat.events import SessionEnded
+from chat.hub.recovery import LAYER_RETRY_SECONDS
 from chat.models import Message
 from chat.tests.conftest import ORIGIN, drain, receive_until, send_message
 from config.asgi import application
@@ -198,6 +199,26 @@ async def test_a_channel_layer_outage_does_not_fail_the_logout(alice, monkeypatc
     assert event.reason == "logout"
     response = await database_sync_to_async(browser.get)("/chat/")
     assert response.status_code == 302
+
+
+async def test_a_logout_whose_notice_could_not_be_published_still_closes_the_socket_when_the_layer_answers(
+    alice, monkeypatch, caplog
+):
+    browser = await session(alice)
+    tab = await room_socket(browser)
+    real_layer = broadcasts.get_channel_layer
+
+    def layer_down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the layer is down")
+
+    monkeypatch.setattr(broadcasts, "get_channel_layer", layer_down)
+    await logout(browser)
+    await not_closed(tab)
+
+    # The layer answers again: this process's hub publishes the kept notice once it has seen the layer back.
+    monkeypatch.setattr(broadcasts, "get_channel_layer", real_layer)
+    assert await close_code(tab, within=LAYER_RETRY_SECONDS + CLOSE_WITHIN_S) == 4001
+    assert broadcasts.undelivered_take() == []
 
 
 def test_a_sessions_group_is_named_by_a_hash_never_by_the_key(alice):

@@ -1,4 +1,4 @@
-"""The chat's rules, without a socket."""
+"""Messages (chat.services.messages): parsing, the flood limit, mentions, edits and retractions, without a socket."""
 
 from __future__ import annotations
 
