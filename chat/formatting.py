@@ -31,7 +31,7 @@ def _validate_link(url: str) -> bool:
 
 
 def _parser() -> MarkdownIt:
-    # "zero" enables nothing but paragraphs and text; these are the rules of the subset (DESIGN.md, "formatting").
+    # "zero" enables nothing but paragraphs and text; these are the rules of the subset (docs/contract.md).
     # No entity rule: "&lt;" typed stays "&lt;" on the page; no link, image, autolink, heading or list syntax.
     md = MarkdownIt("zero", {"html": False, "linkify": True, "breaks": True, "typographer": False})
     md.enable(["emphasis", "backticks", "fence", "blockquote", "linkify", "newline", "escape"])

@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString, mark_safe
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 # @username, as Django's username validator allows them, not ending in a full stop.
 MENTION_RE = re.compile(r"(?<![\w@.+-])@(?P<username>[\w.+-]*[\w+-])")
-# The reactions anyone can give, in the order a message shows them (DESIGN.md, "reactions").
+# The reactions anyone can give, in the order a message shows them (docs/contract.md, "reactions").
 REACTION_EMOJI = (
     "\N{THUMBS UP SIGN}",
     "\N{HEAVY BLACK HEART}\ufe0f",

@@ -244,7 +244,7 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# Chat rules (DESIGN.md, "limits").
+# Chat rules (docs/contract.md, "limits").
 CHAT_MESSAGE_MAX_LENGTH = 2000
 CHAT_HISTORY_LENGTH = 50
 # How long after sending an author may edit or delete a message.
@@ -263,7 +263,7 @@ CHAT_ATTACHMENT_THUMBNAIL_SIZE = 320
 CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT", "").strip()
 # A process refreshes its connections every PRESENCE_HEARTBEAT seconds; connections not refreshed
 # for PRESENCE_TIMEOUT seconds belong to a process that died and are removed by the next heartbeat
-# of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (DESIGN.md).
+# of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (docs/contract.md).
 # Bytes a socket may leave unsent (a client that stopped reading) before it is closed with 1013, try again later.
 CHAT_SOCKET_BACKLOG_BYTES = int(os.environ.get("CHAT_SOCKET_BACKLOG_BYTES", str(4 * 1024 * 1024)))
 CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "15"))

@@ -1,4 +1,4 @@
-"""Every HTML response's security headers (DESIGN.md, "headers"), and the pages' markup that the policy allows."""
+"""Every HTML response's security headers (docs/contract.md), and the pages' markup that the policy allows."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from tests.support.html import visible_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
 
-# DESIGN.md, "sessions": every socket of an ended session is closed within 2 s.
+# docs/contract.md, "sessions": every socket of an ended session is closed within 2 s.
 CLOSE_WITHIN_S = 2.0
 NEW_PASSWORD = "another-long-passphrase-42"
 

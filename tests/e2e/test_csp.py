@@ -147,7 +147,7 @@ def test_walking_the_whole_product_raises_no_content_security_policy_violation(
     for user in (alice, bob):
         assert violations(user) == [], f"{user.username}'s pages: {violations(user)}"
         # htmx reports what it refused to do (htmx:evalDisallowedError, say) as a console error. Not counted: the
-        # deletion of a notice or list entry that is not on the page (by design, DESIGN.md "online list").
+        # deletion of a notice or list entry that is not on the page (by design, docs/contract.md "online list").
         errors = [line for line in user.console if line.startswith("error:") and "oobErrorNoTarget" not in line]
         assert errors == [], f"{user.username}'s pages: {errors}"
     assert "content security policy violation" not in server_log_since(chat_server, log_start)

@@ -13,7 +13,7 @@ from tests.e2e.harness import ChatUser, Tab
 
 pytestmark = pytest.mark.e2e
 
-PAGE = 50  # DESIGN.md: the page shows the newest 50 messages
+PAGE = 50  # docs/contract.md: the page shows the newest 50 messages
 TOTAL = 120  # the newest 50, then 50 older, then the first 20 and the beginning of the room
 
 

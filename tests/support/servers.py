@@ -18,7 +18,7 @@ import pytest
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-# The frame size limit the product runs with (DESIGN.md: 64 KiB): what a browser may send in one frame.
+# The frame size limit the product runs with (docs/contract.md: 64 KiB): what a browser may send in one frame.
 WEBSOCKET_MAX_FRAME_SIZE = 65536
 # daphne applies the message limit to what it sends as well: room for the largest log (SECURITY.md, "Limits").
 WEBSOCKET_MAX_MESSAGE_SIZE = 2 * 1024 * 1024
@@ -46,7 +46,7 @@ def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | 
 
 
 def daphne_command(port: int) -> list[str]:
-    """The server start command of DESIGN.md, on a given loopback port."""
+    """The server start command of docs/contract.md, on a given loopback port."""
     return [
         sys.executable,
         "-m",

@@ -227,7 +227,7 @@ async def test_a_logout_served_by_one_process_closes_the_sessions_sockets_on_the
     status, _body, location = await on_b.post("/accounts/logout/", {"csrfmiddlewaretoken": token})
     assert (status, location) == (302, "/accounts/login/")
 
-    # DESIGN.md, "sessions": within 2 s, with 4001 (which the browser does not retry).
+    # docs/contract.md, "sessions": within 2 s, with 4001 (which the browser does not retry).
     assert await alice_tab.closed(timeout=2.0) == 4001
     await bob_tab.send("after alice logged out")
     await phone_tab.until(has_message("after alice logged out"), "the message in alice's other session")
