@@ -22,7 +22,9 @@ from chat.services.storage import attachment_file_names, attachment_files_delete
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_COMMAND_RE = re.compile(r"^/pm(?:\s+(?P<username>\S+))?(?:\s+(?P<body>.*))?$", re.DOTALL)
+# A line that starts with a slash and a word names a command (in any casing): `/pm bob hi`, `/PM bob hi`.
+COMMAND_RE = re.compile(r"^/(?P<name>[^\s/]+)(?:\s+(?P<username>\S+))?(?:\s+(?P<body>.*))?$", re.DOTALL)
+COMMANDS_HELP = "/pm <username> <text> sends a private message"
 
 
 @dataclass(frozen=True)
@@ -32,20 +34,34 @@ class ParsedMessage:
 
 
 def message_parse(*, author: User, text: str) -> ParsedMessage:
-    """Split `/pm <username> <text>` from a room message, refusing what cannot be sent."""
+    """Split a command from a message, refusing what cannot be sent.
+
+    A line naming no known command is refused, not posted: a mistyped `/pn bob secret` must not reach the room.
+    Two slashes send one: `//etc/hosts` posts `/etc/hosts`.
+    """
     text = text.strip()
     limit = settings.CHAT_MESSAGE_MAX_LENGTH
     if len(text) > limit:
         raise ChatError(f"Messages can be at most {limit:,} characters; yours has {len(text):,}.", reason="too_long")
-    command = PRIVATE_COMMAND_RE.fullmatch(text)
+    if text.startswith("//"):
+        return ParsedMessage(body=text[1:])
+    command = COMMAND_RE.fullmatch(text)
     if command is None:
         return ParsedMessage(body=text)
+    name = command["name"]
+    if name.lower() != "pm":
+        raise ChatError(
+            f"There is no command /{name[:30]}: {COMMANDS_HELP}. Nothing was sent. "
+            "To start a message with a slash, type two: //",
+            reason="unknown_command",
+        )
     username, body = command["username"], (command["body"] or "").strip()
     if not username:
         raise ChatError("Say who the private message is for: /pm <username> <text>.", reason="pm_no_recipient")
     recipient = selectors.user_get_by_username(username=username)
-    if recipient is None:
-        raise ChatError(f"There is no user called {username}.", reason="pm_unknown_user")
+    # Nobody can open a conversation with a deactivated account either (services.rooms.conversation_open).
+    if recipient is None or not recipient.is_active:
+        raise ChatError(f"There is no user called {username[:150]}.", reason="pm_unknown_user")
     if recipient.pk == author.pk:
         raise ChatError("You cannot send a private message to yourself.", reason="pm_to_self")
     if not body:

@@ -198,6 +198,7 @@ async def test_private_message_to_an_offline_user_is_shown_when_they_next_open_a
         ("/pm alice hello me", "You cannot send a private message to yourself."),
         ("/pm bob", "Write something after the name"),
         ("/pm", "Say who the private message is for"),
+        ("/pn bob secret", "There is no command /pn"),
         ("x" * 2001, "Messages can be at most 2,000 characters; yours has 2,001."),
     ],
 )
@@ -211,6 +212,23 @@ async def test_refused_messages_get_an_error_keep_their_text_and_store_nothing(a
     await send_message(socket, "the socket still works")
     await receive_until(socket, has_message("the socket still works"))
     await socket.disconnect()
+
+
+async def test_a_mistyped_private_message_reaches_nobody_in_the_room(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+    await receive_until(alice_socket, lambda f: ">bob<" in f)
+
+    await send_message(alice_socket, "/Pn bob the secret plan")
+    frame = await receive_until(alice_socket, lambda f: 'id="chat-error"' in f)
+    assert "There is no command /Pn" in visible_text(frame)
+    assert 'value="/Pn bob the secret plan"' in frame
+    assert not any("secret plan" in frame for frame in await drain(bob_socket))
+
+    await send_message(alice_socket, "//Pn is how not to type it")
+    frame = await receive_until(bob_socket, has_message("/Pn is how not to type it"))
+    assert "//Pn" not in visible_text(frame)
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
 
 
 async def test_a_blank_message_is_ignored(alice):

@@ -27,9 +27,39 @@ def test_a_private_command_names_a_user_in_any_casing(alice, bob):
     assert parsed == services.messages.ParsedMessage(body="hi there", recipient=bob)
 
 
-def test_a_slash_that_is_not_a_command_is_an_ordinary_message(alice):
-    assert services.messages.message_parse(author=alice, text="/pmx hello").recipient is None
-    assert services.messages.message_parse(author=alice, text="/shrug").body == "/shrug"
+@pytest.mark.parametrize("text", ["/Pm bob secret", "/PM bob secret", "/pM   bob   secret"])
+def test_the_private_command_is_known_in_any_casing(alice, bob, text):
+    assert services.messages.message_parse(author=alice, text=text) == services.messages.ParsedMessage(
+        body="secret", recipient=bob
+    )
+
+
+@pytest.mark.parametrize("text", ["/pn bob secret", "/msg bob secret", "/pmx hello", "/shrug", "/PN bob"])
+def test_a_line_naming_no_known_command_is_refused_naming_the_known_ones(alice, bob, text):
+    with pytest.raises(errors.ChatError) as refused:
+        services.messages.message_parse(author=alice, text=text)
+    assert refused.value.reason == "unknown_command"
+    assert "/pm <username> <text>" in str(refused.value)
+    assert "//" in str(refused.value)
+
+
+def test_two_slashes_send_a_line_that_starts_with_one(alice):
+    assert services.messages.message_parse(author=alice, text="//etc/hosts is full") == (
+        services.messages.ParsedMessage(body="/etc/hosts is full")
+    )
+
+
+@pytest.mark.parametrize("text", ["/", "/ not a command", "1/2 of the cake"])
+def test_a_slash_not_followed_by_a_word_is_an_ordinary_message(alice, text):
+    assert services.messages.message_parse(author=alice, text=text).body == text
+
+
+def test_a_private_message_to_a_deactivated_account_is_refused_as_to_nobody(alice, bob):
+    bob.is_active = False
+    bob.save()
+    with pytest.raises(errors.ChatError) as refused:
+        services.messages.message_parse(author=alice, text=f"/pm {bob.username} hello")
+    assert refused.value.reason == "pm_unknown_user"
 
 
 def test_a_message_of_exactly_the_limit_is_accepted(alice, room):
