@@ -266,6 +266,9 @@ CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT"
 # of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (docs/contract.md).
 # Bytes a socket may leave unsent (a client that stopped reading) before it is closed with 1013, try again later.
 CHAT_SOCKET_BACKLOG_BYTES = int(os.environ.get("CHAT_SOCKET_BACKLOG_BYTES", str(4 * 1024 * 1024)))
+# Every so many seconds each process checks its sockets' sessions and access again, and closes those that lost
+# them, whether or not the notice arrived (chat.hub.recheck); also at once when the channel layer comes back.
+CHAT_SOCKET_RECHECK_SECONDS = float(os.environ.get("CHAT_SOCKET_RECHECK_SECONDS", "30"))
 CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "15"))
 CHAT_PRESENCE_TIMEOUT = float(os.environ.get("CHAT_PRESENCE_TIMEOUT", "45"))
 

@@ -17,15 +17,18 @@ from chat.events import ConversationJoined, ConversationLeft, ConversationNews, 
 from chat.groups import session_group
 from chat.hub import hub
 from chat.models import Room, sidebar_group
+from chat.selectors import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant
 from chat.transport import Frame, Wire
 
 # One logger for every socket, "chat.consumers" (README, "Logs").
 logger = logging.getLogger(__package__)
 
-CLOSE_UNAUTHENTICATED = 4001
+CLOSE_UNAUTHENTICATED = GRANT_SESSION_ENDED
 # Not a conversation this user may read (a private room they are not in, an unknown person): as if it did not exist.
-CLOSE_NOT_FOUND = 4003
+CLOSE_NOT_FOUND = GRANT_ACCESS_WITHDRAWN
 CLOSE_INVALID_ROOM = 4004
+
+ACCESS_WITHDRAWN_ERROR = "This room is private now, and you are not one of its members: it is closed to you."
 
 # This process's sockets, quiesced before a stopping server closes them (sockets_stop_taking_frames); and whether
 # it is stopping.
@@ -66,6 +69,8 @@ class HubConsumer(AsyncWebsocketConsumer):
     sidebar_mentioned: set[int]
     sidebar_counted_up_to = 0
     showing_room_id: int | None = None
+    # What the socket was opened with, checked before each write and in the hub's batches (chat.hub.recheck).
+    grant: SocketGrant | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
@@ -178,6 +183,35 @@ class HubConsumer(AsyncWebsocketConsumer):
         fields = socket_log_fields(self.scope, reason=event.reason, close_code=CLOSE_UNAUTHENTICATED)
         logger.info("socket closed: session ended", extra=fields)
         await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    def grant_make(self) -> None:
+        """Remember what this socket was opened with: the session, the user, the conversation it shows."""
+        session_key = self.scope["session"].session_key
+        if session_key is not None and self.user_id is not None:
+            self.grant = SocketGrant(session_key=session_key, user_id=self.user_id, room_id=self.showing_room_id)
+
+    def grant_revoked(self) -> int | None:
+        """The close code when this socket's session or access no longer holds (a few queries; the database thread)."""
+        if self.grant is None:
+            return GRANT_SESSION_ENDED
+        return selectors.socket_grants_revoked(grants=[self.grant]).get(self.grant)
+
+    async def revoke(self, code: int) -> None:
+        """The session or the access this socket was opened with no longer holds: close it, whatever was told."""
+        if self.session_ended:
+            return
+        if code == GRANT_SESSION_ENDED:
+            await self.session_end(SessionEnded(reason="session_invalid"))
+        else:
+            await self.access_withdrawn()
+
+    async def access_withdrawn(self) -> None:
+        """The user may no longer read what this page shows: nothing more reaches it, and it closes with 4003."""
+        self.session_ended = True
+        fields = socket_log_fields(self.scope, reason="not_member", close_code=CLOSE_NOT_FOUND)
+        logger.info("socket closed: no access", extra=fields)
+        await self.send(text_data=fragments.chat_error(error=ACCESS_WITHDRAWN_ERROR))
+        await self.close(code=CLOSE_NOT_FOUND)
 
     async def conversation_joined(self, event: ConversationJoined) -> None:
         """The user is now in a conversation: show it, and hear its news (not on the page that shows it)."""

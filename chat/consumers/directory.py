@@ -33,6 +33,7 @@ class RoomDirectoryConsumer(HubConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         # The page's own query (the socket's URL carries it): the list it shows, and whether new rooms go on it.
+        self.grant_make()
         query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
         self.page, self.query = query.get("page", ["1"])[0], query.get("q", [""])[0].strip()[:50]
         groups = [

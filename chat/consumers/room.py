@@ -53,8 +53,6 @@ LAYER_LOST_ERROR = (
     "when the connection is back."
 )
 
-NOT_A_MEMBER_ERROR = "This room is private now, and you are not one of its members: it is closed to you."
-
 
 def readable(value: object) -> bool:
     """A string of real characters: JSON can also carry lone surrogates ("\\ud800"), which no database stores."""
@@ -168,6 +166,7 @@ class ChatRoomConsumer(HubConsumer):
             await self.close(code=code)
             return
         self.showing_room_id = self.room.pk
+        self.grant_make()
         self.state = hub().room(self.room)
         # Joined before the log is read, so that no message falls between the two.
         groups = [
@@ -253,10 +252,17 @@ class ChatRoomConsumer(HubConsumer):
             )
             await self.send_error("That message could not be read. Please type it again.")
 
+    def post_checked(self, text: str) -> int | None:
+        """Store what the form sent while this socket's session and access hold; else the close code."""
+        revoked = self.grant_revoked()
+        if revoked is None:
+            message_post(room=self.room, author=self.user, text=text)
+        return revoked
+
     async def post_message(self, text: str) -> None:
         """Store and publish what the form sent; answer the sender with a fresh form or an error."""
         try:
-            await database_sync_to_async(message_post)(room=self.room, author=self.user, text=text)
+            revoked = await database_sync_to_async(self.post_checked)(text)
         except DeliveryError as error:
             logger.warning(
                 "message not delivered live",
@@ -273,6 +279,9 @@ class ChatRoomConsumer(HubConsumer):
             # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
             await self.send_error(str(error), draft=text[:65536])
         else:
+            if revoked is not None:
+                await self.revoke(revoked)
+                return
             # The message removed this user's notice; the next keystroke may announce typing again at once.
             self.typing_sent_at = float("-inf")
             await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
@@ -283,6 +292,10 @@ class ChatRoomConsumer(HubConsumer):
         if now - self.typing_sent_at < TYPING_THROTTLE_SECONDS:
             return
         self.typing_sent_at = now
+        revoked = await database_sync_to_async(self.grant_revoked)()
+        if revoked is not None:
+            await self.revoke(revoked)
+            return
         await hub().publish(
             TypingNoticed(html=fragments.typing(typist=self.user), typist_id=self.user.pk), self.room.group_name
         )
@@ -301,14 +314,10 @@ class ChatRoomConsumer(HubConsumer):
     async def room_access(self, event: AccessChanged) -> None:
         """Who may read the room changed (made private, a member left or was removed): a reader no longer among
         them is closed out, as if the room did not exist."""
+        if not self.room.is_direct:
+            self.room.kind = Room.Kind.PRIVATE if event.members_only else Room.Kind.PUBLIC
         if event.members_only and self.user_id not in event.member_ids:
-            self.session_ended = True  # nothing more reaches this page
-            fields = socket_log_fields(
-                self.scope, room=self.room.name, reason="not_member", close_code=CLOSE_NOT_FOUND
-            )
-            logger.info("socket closed: not a member", extra=fields)
-            await self.send(text_data=fragments.chat_error(error=NOT_A_MEMBER_ERROR))
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.access_withdrawn()
 
     def frame_for(self, event: Fragment) -> Frame | None:
         """HTML rendered once for the whole group; not a message already in this log, not to a typist."""

@@ -9,7 +9,8 @@ The hub's jobs, each in a module of its own:
 - `subscriptions`: the groups and the fan-out of frames to local sockets;
 - `online`: the presence ticker, and what a room's local sockets share (online list, recent log);
 - `directory`: the news of listed rooms, told to the directories once a tick;
-- `recovery`: what happens when the channel layer stops answering and when it comes back.
+- `recovery`: what happens when the channel layer stops answering and when it comes back;
+- `recheck`: sockets fail closed, their sessions and access checked again in a batch.
 `Hub` below joins them, receives the events and dispatches each on its type.
 """
 
@@ -45,6 +46,7 @@ from chat.events import (
 )
 from chat.hub.directory import DIRECTORY_TICK_SECONDS, DirectoryDesk
 from chat.hub.online import PRESENCE_TICK_SECONDS, CachedLog, RoomState
+from chat.hub.recheck import Recheck
 from chat.hub.recovery import LAYER_RETRY_SECONDS, Recovery
 from chat.hub.subscriptions import Socket
 
@@ -53,7 +55,7 @@ __all__ = ["CachedLog", "Hub", "RoomState", "Socket", "hub", "hubs_stop"]
 logger = logging.getLogger(__name__)
 
 
-class Hub(Recovery, DirectoryDesk):
+class Hub(Recovery, DirectoryDesk, Recheck):
     """This process's (this event loop's) subscriptions and sockets."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -99,7 +101,10 @@ class Hub(Recovery, DirectoryDesk):
                 self.directory_note(event)
             case ConversationNews():
                 await self.sidebar_news(group, event)
-            case SessionEnded() | AccessChanged() | RoomStatusChanged() | ConversationJoined() | ConversationLeft():
+            case AccessChanged():
+                self.room_listed_set(group, listed=not event.members_only)
+                await self.act(group, event)
+            case SessionEnded() | RoomStatusChanged() | ConversationJoined() | ConversationLeft():
                 await self.act(group, event)
             case Fragment():
                 await self.fan_out(group, event)
@@ -117,6 +122,8 @@ class Hub(Recovery, DirectoryDesk):
             try:
                 if not self.up:
                     await self.recover()
+                if self.recheck_due():
+                    await self.recheck()
                 if loop.time() >= next_heartbeat:
                     next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
                     await self.heartbeat()

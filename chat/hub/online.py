@@ -100,6 +100,12 @@ class PresenceTicker(Subscriptions):
             if not state.arrived and not state.departed:
                 self.rooms.pop(state.room_id, None)
 
+    def room_listed_set(self, group: str, *, listed: bool) -> None:
+        """A room became private (no directory hears of it any more) or public again."""
+        state = self.room_of_group.get(group)
+        if state is not None:
+            state.listed = listed
+
     def log_changed(self, group: str) -> None:
         """A message of the room was added, changed or removed: its shared log is rendered again."""
         state = self.room_of_group.get(group)

@@ -59,6 +59,7 @@ class Recovery(PresenceTicker):
         if not await self.undelivered_publish():
             return
         self.views_forget()
+        self.recheck_soon()
         logger.info("channel layer back")
         await self.tell_every_socket(LayerBack())
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from accounts.models import User
 from chat import broadcasts, fragments
 from chat.events import ConversationNews, Event, Fragment
+from chat.selectors import SocketGrant
 from chat.transport import Frame
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class Socket(Protocol):
     """What the hub needs of a consumer (chat.consumers)."""
 
     user: User
+    # What it was opened with, checked again by chat.hub.recheck (None: not yet, or not logged in).
+    grant: SocketGrant | None
 
     def frame_for(self, event: Fragment) -> Frame | None: ...
 
@@ -35,6 +38,8 @@ class Socket(Protocol):
     async def deliver(self, frame: Frame) -> None: ...
 
     async def hub_event(self, event: Event) -> None: ...
+
+    async def revoke(self, code: int) -> None: ...
 
 
 class Subscriptions:
@@ -130,6 +135,9 @@ class Subscriptions:
         raise NotImplementedError
 
     def layer_lost(self, error: Exception | None) -> None:
+        raise NotImplementedError
+
+    def recheck_soon(self) -> None:
         raise NotImplementedError
 
     def group_emptied(self, group: str) -> None:

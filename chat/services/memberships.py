@@ -65,6 +65,8 @@ def room_privacy_set(*, room: Room, private: bool, by: User) -> Room:
         transaction.on_commit(partial(broadcasts.access_changed, room=room))
         transaction.on_commit(partial(broadcasts.room_unlisted, room=room))
     else:
+        # Open pages learn the room is public again (their directories hear its online count).
+        transaction.on_commit(partial(broadcasts.access_changed, room=room))
         transaction.on_commit(partial(broadcasts.room_listed, room=room))
     logger.info("room privacy set", extra={"room": room.name, "private": private, "by": by.username})
     return room
