@@ -160,3 +160,9 @@ def sidebar_badges(*, room_id: int, unread: int, mentioned: bool) -> str:
     room = Room(pk=room_id)
     room.unread_count, room.mentioned = unread, mentioned
     return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-badges", {"room": room, "oob": True})
+
+
+def connection(*, state: str, next_path: str = "") -> str:
+    """The socket's state in the page's header: "live" (renewed while the socket lives), "ended" (signed out, with a
+    way to log in again and come back to `next_path`) or "closed" (the conversation is closed to the reader)."""
+    return render_to_string("chat/connection.html#connection", {"state": state, "next": next_path, "oob": True})

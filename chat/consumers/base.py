@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.urls import reverse
 
 from chat import fragments, selectors
 from chat.events import ConversationJoined, ConversationLeft, ConversationNews, Event, Fragment, SessionEnded
@@ -182,7 +183,13 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.session_ended = True
         fields = socket_log_fields(self.scope, reason=event.reason, close_code=CLOSE_UNAUTHENTICATED)
         logger.info("socket closed: session ended", extra=fields)
+        # The page says so, with a way back, before the socket closes (the browser does not reconnect after 4001).
+        await self.send(text_data=fragments.connection(state="ended", next_path=self.page_path()))
         await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    def page_path(self) -> str:
+        """The page this socket belongs to, to come back to after logging in again."""
+        return reverse("chat:directory")
 
     def grant_make(self) -> None:
         """Remember what this socket was opened with: the session, the user, the conversation it shows."""
@@ -210,7 +217,9 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.session_ended = True
         fields = socket_log_fields(self.scope, reason="not_member", close_code=CLOSE_NOT_FOUND)
         logger.info("socket closed: no access", extra=fields)
-        await self.send(text_data=fragments.chat_error(error=ACCESS_WITHDRAWN_ERROR))
+        await self.send(
+            text_data=fragments.chat_error(error=ACCESS_WITHDRAWN_ERROR) + fragments.connection(state="closed")
+        )
         await self.close(code=CLOSE_NOT_FOUND)
 
     async def conversation_joined(self, event: ConversationJoined) -> None:

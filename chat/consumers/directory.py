@@ -50,7 +50,8 @@ class RoomDirectoryConsumer(HubConsumer):
         """This page of the list and the sidebar; the newest message id the list counts (news up to it is in it)."""
         self.listed_up_to = selectors.message_latest_id()
         rooms = selectors.room_directory(user=self.user, query=self.query, page=self.page)
-        return fragments.directory_room_list(rooms=rooms) + self.sidebar_render(current=None)
+        live = fragments.connection(state="live")
+        return fragments.directory_room_list(rooms=rooms) + self.sidebar_render(current=None) + live
 
     async def disconnect(self, code: int) -> None:
         await self.hub_leave()

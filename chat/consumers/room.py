@@ -195,7 +195,7 @@ class ChatRoomConsumer(HubConsumer):
         if fresh is not None and state.log_version == version:
             state.log = fresh
         status = fragments.room_status(room=self.room) if extra is None else extra
-        return log_html + online_html + status
+        return log_html + online_html + status + fragments.connection(state="live")
 
     def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
         """This page's log and sidebar: the room's shared log, unless whispers or an unread divider make it its own."""
@@ -219,6 +219,9 @@ class ChatRoomConsumer(HubConsumer):
             return cached.html + sidebar_html, last_id, fresh
         log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id)
         return log_html + sidebar_html, last_id, fresh
+
+    def page_path(self) -> str:
+        return self.room.url()
 
     async def hub_leave(self) -> None:
         """Uncount this connection and leave the groups, once; everything shown meanwhile has been read."""
@@ -329,8 +332,9 @@ class ChatRoomConsumer(HubConsumer):
         match event:
             case MessageAppended() if event.message_id <= self.log_last_id:
                 return None
-            # A whisper of the direct conversation this page shows: it has the message itself.
-            case MessageAppended() | MessageReplaced() if event.whisper_of == self.showing_room_id:
+            # Whispers are for room pages: a direct conversation's page shows that conversation only (its own
+            # messages come to it as messages of its group, not as whispers).
+            case MessageAppended() | MessageReplaced() if event.whisper_of is not None and self.room.is_direct:
                 return None
             case TypingNoticed() if event.typist_id == self.user_id:
                 return None

@@ -48,7 +48,7 @@ from chat.hub.directory import DIRECTORY_TICK_SECONDS, DirectoryDesk
 from chat.hub.online import PRESENCE_TICK_SECONDS, CachedLog, RoomState
 from chat.hub.recheck import Recheck
 from chat.hub.recovery import LAYER_RETRY_SECONDS, Recovery
-from chat.hub.subscriptions import Socket
+from chat.hub.subscriptions import CONNECTION_RENEW_SECONDS, Socket
 
 __all__ = ["CachedLog", "Hub", "RoomState", "Socket", "hub", "hubs_stop"]
 
@@ -113,10 +113,11 @@ class Hub(Recovery, DirectoryDesk, Recheck):
 
     async def tick_forever(self) -> None:
         """Announce each moment's presence changes and directory news; every heartbeat, keep this process alive;
-        while the layer is lost, try to recover."""
+        while the layer is lost, try to recover; check the sockets' grants; tell every page it is live."""
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
         next_directory = loop.time() + DIRECTORY_TICK_SECONDS
+        next_renewal = loop.time() + CONNECTION_RENEW_SECONDS
         while True:
             await asyncio.sleep(PRESENCE_TICK_SECONDS)
             try:
@@ -136,6 +137,9 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 if loop.time() >= next_directory:
                     next_directory = loop.time() + DIRECTORY_TICK_SECONDS
                     await self.directory_announce()
+                if loop.time() >= next_renewal:
+                    next_renewal = loop.time() + CONNECTION_RENEW_SECONDS
+                    await self.connection_renew()
             except asyncio.CancelledError:
                 raise
             except Exception:

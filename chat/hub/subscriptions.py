@@ -22,12 +22,17 @@ logger = logging.getLogger(__name__)
 
 # How many rendered sidebar badges (room, count, mention) a process keeps before it starts again.
 SIDEBAR_BADGES_KEPT = 10_000
+# How often every socket is told it is live; a page that hears nothing for longer than its stylesheet allows
+# (25 s, static/css/chat.css, `.connection`) shows "Reconnecting…".
+CONNECTION_RENEW_SECONDS = 10.0
 
 
 class Socket(Protocol):
     """What the hub needs of a consumer (chat.consumers)."""
 
     user: User
+    # Set once its session ended or its conversation closed to it: nothing more is written to it.
+    session_ended: bool
     # What it was opened with, checked again by chat.hub.recheck (None: not yet, or not logged in).
     grant: SocketGrant | None
 
@@ -51,6 +56,7 @@ class Subscriptions:
         self.members: dict[str, set[Socket]] = defaultdict(set)
         self.subscribing: dict[str, asyncio.Future] = {}
         self.badges: dict[tuple[int, int, bool], Frame] = {}
+        self.live_frame: Frame | None = None
         # Whether the channel layer answers (chat.hub.recovery).
         self.up = True
 
@@ -116,6 +122,14 @@ class Subscriptions:
         """An event each socket acts on itself (a session ended, access changed, ...)."""
         for socket in list(self.members.get(group, ())):
             await socket.hub_event(event)
+
+    async def connection_renew(self) -> None:
+        """Tell every local socket it is live: one frame, rendered once, for all of them."""
+        if self.live_frame is None:
+            self.live_frame = Frame(fragments.connection(state="live"))
+        for socket in {socket for members in self.members.values() for socket in members}:
+            if not socket.session_ended:
+                await socket.deliver(self.live_frame)
 
     def sidebar_badges(self, room_id: int, unread: int, mentioned: bool) -> Frame:
         """A sidebar entry's badges with this count, rendered once for every page of this process that shows it."""

@@ -686,6 +686,22 @@ async def test_a_direct_socket_carries_the_log_the_online_list_the_sidebar_and_l
 
 @live_db
 @live
+async def test_a_direct_page_shows_its_own_conversation_only_never_another_ones_whisper(alice, bob, carol):
+    alice_with_bob = await joined_dm(alice, "bob")
+    carol_lobby = await joined(carol)
+
+    await send_message(carol_lobby, "/pm alice only for alice and carol")
+    await receive_until(carol_lobby, has_message("only for alice and carol"))
+
+    frames = await drain(alice_with_bob)
+    assert not [frame for frame in frames if "only for alice and carol" in tree(frame).text]
+    # Its sidebar counts it instead.
+    assert any('data-user="carol"' in frame for frame in frames)
+    await disconnect(alice_with_bob, carol_lobby)
+
+
+@live_db
+@live
 @pytest.mark.parametrize("username", ["ghost", "alice", "ALICE"])
 async def test_a_direct_socket_with_an_unknown_user_or_oneself_closes_with_4003(alice, username):
     socket = await socket_to(alice, f"/ws/dm/{username}/")
