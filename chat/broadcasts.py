@@ -11,6 +11,7 @@ through `send`, which decides what a failed publish means by the event's kind (c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import defaultdict
@@ -43,6 +44,10 @@ from chat.models import Message, Room
 
 logger = logging.getLogger(__name__)
 
+# A publish or a subscription that the layer has not taken within this is given up, as if the layer were down: a
+# partition (packets dropped, not refused) must not hold channels' one database thread or a hub's loop.
+LAYER_TIMEOUT_SECONDS = 2.0
+
 # Security events whose publish failed, oldest first, for the hub to publish again (group, event).
 _undelivered: list[tuple[str, Event]] = []
 _undelivered_lock = threading.Lock()
@@ -52,7 +57,8 @@ async def send(event: Event, *groups: str) -> bool:
     """Publish the event to each group; whether every publish went (the failure policy is the event's kind)."""
     for index, group in enumerate(groups):
         try:
-            await get_channel_layer().group_send(group, event.to_wire(group))
+            async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+                await get_channel_layer().group_send(group, event.to_wire(group))
         except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
             fields = {"event_type": event.kind, "group": group, "reason": type(error).__name__}
             if not event.required:

@@ -123,8 +123,14 @@ if REDIS_URL:
                 "core": "channels_redis.core.RedisChannelLayer",
                 "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
             }[REDIS_CHANNEL_LAYER],
-            # One channel per process carries every group event its sockets need (chat/hub.py).
-            "CONFIG": {"hosts": [REDIS_URL], "channel_capacity": {"hub.*": HUB_CAPACITY}},
+            # One channel per process carries every group event its sockets need (chat/hub/).
+            "CONFIG": {
+                # A partition (packets dropped, not refused) must fail like an outage, not hang: a connect gives up
+                # after 2 s, a read after 10 s (more than the 5 s a hub's blocking read waits for an event), and a
+                # publish or a subscription is given up after LAYER_TIMEOUT_SECONDS by its caller (chat.broadcasts).
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 10}],
+                "channel_capacity": {"hub.*": HUB_CAPACITY},
+            },
         }
     }
     # allauth's rate limits live in the cache: while Redis is down they count per process, and login still works.

@@ -41,8 +41,9 @@ class Recovery(PresenceTicker):
         """Join every group of this process's sockets (again); the layer's error if it did not take them all."""
         try:
             for group in list(self.members):
-                await self.layer.group_add(group, self.channel)
-        except Exception as error:  # the layer's errors depend on its backend
+                async with asyncio.timeout(broadcasts.LAYER_TIMEOUT_SECONDS):
+                    await self.layer.group_add(group, self.channel)
+        except Exception as error:  # the layer's errors depend on its backend; a timeout is a partition
             return error
         return None
 

@@ -70,8 +70,9 @@ class Subscriptions:
                 # Later joiners wait for it too: until the layer has the subscription, events would be missed.
                 self.subscribing[group] = subscribed = asyncio.get_running_loop().create_future()
                 try:
-                    await self.layer.group_add(group, self.channel)
-                except Exception as error:  # the layer's errors depend on its backend
+                    async with asyncio.timeout(broadcasts.LAYER_TIMEOUT_SECONDS):
+                        await self.layer.group_add(group, self.channel)
+                except Exception as error:  # the layer's errors depend on its backend; a timeout is a partition
                     self.layer_lost(error)
                 finally:
                     del self.subscribing[group]
@@ -91,7 +92,8 @@ class Subscriptions:
             self.group_emptied(group)
             if self.up:
                 try:
-                    await self.layer.group_discard(group, self.channel)
+                    async with asyncio.timeout(broadcasts.LAYER_TIMEOUT_SECONDS):
+                        await self.layer.group_discard(group, self.channel)
                 except Exception as error:  # its membership expires anyway
                     logger.warning("group not left", extra={"group": group, "reason": type(error).__name__})
 
