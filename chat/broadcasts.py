@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -53,13 +55,26 @@ _undelivered: list[tuple[str, Event]] = []
 _undelivered_lock = threading.Lock()
 
 
+# After a publish fails, live updates are not tried again on that layer for this long: during a partition each try
+# would hold the database thread for LAYER_TIMEOUT_SECONDS. Security events are always tried.
+LAYER_PAUSE_SECONDS = 5.0
+_paused_until: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+
 async def send(event: Event, *groups: str) -> bool:
     """Publish the event to each group; whether every publish went (the failure policy is the event's kind)."""
+    layer = None
     for index, group in enumerate(groups):
         try:
+            layer = get_channel_layer()
+            if not event.required and time.monotonic() < _paused_until.get(layer, 0.0):
+                logger.debug("not delivered live: the layer failed a moment ago", extra={"event_type": event.kind})
+                return False
             async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
-                await get_channel_layer().group_send(group, event.to_wire(group))
+                await layer.group_send(group, event.to_wire(group))
         except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
+            if layer is not None:
+                _paused_until[layer] = time.monotonic() + LAYER_PAUSE_SECONDS
             fields = {"event_type": event.kind, "group": group, "reason": type(error).__name__}
             if not event.required:
                 logger.warning("not delivered live", extra=fields)
@@ -68,6 +83,8 @@ async def send(event: Event, *groups: str) -> bool:
             with _undelivered_lock:
                 _undelivered.extend((later, event) for later in groups[index:])
             return False
+    if layer is not None:
+        _paused_until.pop(layer, None)
     return True
 
 
@@ -161,21 +178,24 @@ def message_posted(*, message: Message, first: bool = False) -> None:
     stored: a failure here raises DeliveryError, which tells its author.
     """
     room = message.room
+    # The conversation's pages first; the rest is not tried once the layer has failed (its pages catch up anyway).
     delivered = True
     for group, whisper_of in message_groups(message=message):
         html = fragments.message_appended(message=message, whisper=whisper_of is not None)
-        delivered &= publish(MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group)
-    if first:
+        delivered = delivered and publish(
+            MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group
+        )
+    if delivered and first:
         for user, peer in ((message.author, message.recipient), (message.recipient, message.author)):
             shown = Room(pk=room.pk, name=room.name, kind=room.kind, last_message_at=room.last_message_at)
             shown.peer = peer
             conversation_joined(room=shown, user=user, unread=0 if user.pk == message.author_id else 1)
-    else:
+    elif delivered:
         news = ConversationNews(
             room_id=room.pk, message_id=message.pk, author_id=message.author_id, mentioned=message.mentioned_ids
         )
-        delivered &= publish(news, room.sidebar_group)
-    if room.kind == Room.Kind.PUBLIC:
+        delivered = publish(news, room.sidebar_group)
+    if delivered and room.kind == Room.Kind.PUBLIC:
         news = RoomNews(
             room_id=room.pk,
             room_name=room.name,
@@ -183,8 +203,8 @@ def message_posted(*, message: Message, first: bool = False) -> None:
             author_id=message.author_id,
             created_at=message.created_at.timestamp(),
         )
-        delivered &= publish(news, DIRECTORY_GROUP)
-        if message.mentioned_ids:
+        delivered = publish(news, DIRECTORY_GROUP)
+        if delivered and message.mentioned_ids:
             flag = MentionFlagged(html=fragments.directory_mentioned(room=room))
             for user_id in message.mentioned_ids:
                 publish(flag, directory_user_group(user_id))

@@ -15,7 +15,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from accounts.models import User
-from chat import presence, selectors, services
+from chat import broadcasts, presence, selectors, services
 from chat.hub import hubs_stop
 from config.asgi import application
 from tests.support.servers import redis_url_or_skip
@@ -128,9 +128,11 @@ def channel_layer(request: pytest.FixtureRequest, settings) -> str:
 
 @pytest.fixture(autouse=True)
 async def fresh_layer_and_hub():
-    """Each test runs its own event loop: a fresh layer, hub and presence store, none left running after it."""
+    """Each test runs its own event loop: a fresh layer, hub and presence store, none left running after it, and no
+    security event kept from another test's outage."""
     channel_layers.backends.clear()
     presence.store_reset()
+    broadcasts.undelivered_take()
     yield
     await hubs_stop()
     channel_layers.backends.clear()

@@ -16,6 +16,7 @@ import pytest
 from loadtest.client import Browser as HttpBrowser
 from loadtest.client import loopback_target
 from tests.support.html import visible_text
+from tests.support.partition import PartitionProxy
 from tests.support.servers import WEBSOCKET_MAX_FRAME_SIZE, WEBSOCKET_MAX_MESSAGE_SIZE, DaphneServer, RedisServer
 from tests.system.clients import (
     PATIENCE,
@@ -390,5 +391,59 @@ async def test_a_logout_during_a_redis_outage_still_logs_out_and_says_why_the_so
             assert "security event not delivered; kept to publish again" in log
             assert "event_type=session.ended" in log
             assert "Traceback" not in log
+    finally:
+        redis.stop()
+
+
+# --- A network partition toward Redis -------------------------------------------------------------------------------
+
+
+async def test_a_partition_toward_redis_fails_like_an_outage_and_heals_by_itself(tmp_path, session):
+    """Packets to Redis go unanswered (nothing refused, nothing closed): no call may hang the process. A message is
+    stored and its sender answered within seconds, pages and new sockets are served, and everything catches up once
+    the partition heals."""
+    redis = RedisServer().start()
+    try:
+        with PartitionProxy(redis.port) as proxy:
+            env = server_env(tmp_path, REDIS_URL=proxy.url)
+            with DaphneServer(env=env, log_path=tmp_path / "daphne.log") as server:
+                alice = await Browser.sign_up(session, server, "alice-partition")
+                bob = await Browser.sign_up(session, server, "bob-partition")
+                alice_tab, bob_tab = await alice.open(), await bob.open()
+                for tab in (alice_tab, bob_tab):
+                    await tab.until(lambda f: 'id="messages"' in f, "the log")
+                await alice_tab.send("before the partition")
+                await bob_tab.until(has_message("before the partition"), "a message before the partition")
+
+                proxy.partition()
+
+                await alice_tab.send("during the partition")
+                answer = await alice_tab.until(
+                    lambda f: 'id="chat-error"' in f and "saved" in error_line(f), "an answer during the partition"
+                )
+                assert input_value(answer, "message") == ""
+                assert stored(env, "during the partition") == 1
+                # Served meanwhile: a page, and a socket that opens and gets the log.
+                status, page = await asyncio.wait_for(bob.get("/chat/lobby/"), timeout=PATIENCE)
+                assert status == 200
+                assert "during the partition" in visible_text(page)
+                late_tab = await asyncio.wait_for(bob.open(), timeout=PATIENCE)
+                log = await late_tab.until(lambda f: 'id="messages"' in f, "the log of a socket opened meanwhile")
+                assert "during the partition" in visible_text(log)
+
+                proxy.heal()
+
+                for tab in (alice_tab, bob_tab):
+                    caught_up = await tab.until(
+                        lambda f: 'id="messages"' in f and "during the partition" in visible_text(f), "catching up"
+                    )
+                    assert "during the partition" in visible_text(caught_up)
+                await alice_tab.send("after the partition")
+                for tab in (bob_tab, late_tab):
+                    await tab.until(has_message("after the partition"), "a live message after the partition")
+                for tab in (alice_tab, bob_tab, late_tab):
+                    await tab.close()
+                assert server.process.poll() is None
+                assert "Traceback" not in server_log(server)
     finally:
         redis.stop()
