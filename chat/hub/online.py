@@ -11,7 +11,9 @@ of the room and writes one rendered frame to the room's local sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -82,6 +84,9 @@ class PresenceTicker(Subscriptions):
         # Open sockets per (room id, user id): presence counts connections.
         self.connections: Counter[tuple[int, int]] = Counter()
         self.usernames: dict[int, str] = {}
+        # Whether this process has the (room id, user id) entry in the presence store, and the writes waiting on it.
+        self.present: dict[tuple[int, int], bool] = {}
+        self.presence_turns: dict[tuple[int, int], list] = {}
 
     def room(self, room: Room) -> RoomState:
         state = self.rooms.get(room.pk)
@@ -117,19 +122,40 @@ class PresenceTicker(Subscriptions):
         self.usernames[user.pk] = user.username
         key = (room.pk, user.pk)
         self.connections[key] += 1
-        if self.connections[key] == 1 and await presence.store().add(room_id=room.pk, user_id=user.pk):
-            state = self.room(room)
-            state.departed.discard(user.pk)
-            state.arrived[user.pk] = user.username
+        async with self.presence_turn(key):
+            # Counted again in turn: a leave that went first may have removed the entry this join needs.
+            if self.connections[key] > 0 and not self.present.get(key):
+                self.present[key] = True
+                if await presence.store().add(room_id=room.pk, user_id=user.pk):
+                    state = self.room(room)
+                    state.departed.discard(user.pk)
+                    state.arrived[user.pk] = user.username
 
     async def presence_leave(self, room: Room, user: User) -> None:
         key = (room.pk, user.pk)
         self.connections[key] -= 1
-        if self.connections[key] > 0:
-            return
-        del self.connections[key]
-        if await presence.store().remove(room_id=room.pk, user_id=user.pk):
-            self.departed_note(room.pk, room.group_name, {user.pk})
+        if self.connections[key] <= 0:
+            del self.connections[key]
+        async with self.presence_turn(key):
+            last = self.connections.get(key, 0) == 0 and self.present.pop(key, False)
+            if last and await presence.store().remove(room_id=room.pk, user_id=user.pk):
+                self.departed_note(room.pk, room.group_name, {user.pk})
+
+    @contextlib.asynccontextmanager
+    async def presence_turn(self, key: tuple[int, int]) -> AsyncIterator[None]:
+        """One presence write at a time per room and user, in the order the sockets came and went: a leave and a
+        join of the same user must not reach the store in the opposite order (the user would show offline)."""
+        turn = self.presence_turns.get(key)
+        if turn is None:
+            turn = self.presence_turns[key] = [asyncio.Lock(), 0]
+        turn[1] += 1
+        try:
+            async with turn[0]:
+                yield
+        finally:
+            turn[1] -= 1
+            if turn[1] == 0:
+                del self.presence_turns[key]
 
     def departed_note(self, room_id: int, group: str, user_ids: set[int]) -> None:
         state = self.rooms.get(room_id)

@@ -7,6 +7,10 @@ import uuid
 
 import pytest
 
+from accounts.models import User
+from chat import presence
+from chat.hub import hub
+from chat.models import Room
 from chat.presence import MemoryPresence, RedisPresence
 from tests.support.servers import redis_url_or_skip
 
@@ -70,3 +74,26 @@ async def test_redis_down_the_store_answers_from_this_process_and_says_so():
     assert store.counts(room_ids=[ROOM]) == {ROOM: 1}
     assert await store.remove(room_id=ROOM, user_id=1) is True
     assert await store.online(room_id=ROOM) == set()
+
+
+async def test_a_leave_and_a_join_of_one_user_reach_the_store_in_the_order_they_happened(monkeypatch):
+    """A join whose write is slow, then a leave: the leave must not overtake it and leave the user listed."""
+    store = presence.store()
+    written = store.add
+
+    async def slow_add(**kwargs: int) -> bool:
+        await asyncio.sleep(0.1)
+        return await written(**kwargs)
+
+    monkeypatch.setattr(store, "add", slow_add)
+    room, user = Room(pk=1, name="lobby"), User(pk=7, username="alice")
+
+    joining = asyncio.create_task(hub().presence_join(room, user))
+    await asyncio.sleep(0)  # the join is counted and its write under way
+    await hub().presence_leave(room, user)
+    await joining
+
+    assert await store.online(room_id=room.pk) == set()
+
+    await hub().presence_join(room, user)
+    assert await store.online(room_id=room.pk) == {user.pk}
