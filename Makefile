@@ -6,7 +6,7 @@ PORT ?= 8000
 # The PostgreSQL the test suite runs a second time against (skipped with a reason when absent).
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test lint format migrate clean bench
+.PHONY: run test lint format migrate clean bench lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -46,6 +46,15 @@ test: lint
 BENCH_ARGS ?= --reference --layer core fanout --clients 300 --senders 10 --users 100
 bench: $(VENV)/.dev
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+# requirements/*.txt compiled from requirements/*.in, every distribution at an exact version. Pins already in a .txt
+# are kept unless its .in asks for another; UPGRADE='--upgrade-package NAME' moves a transitive one to its newest.
+PIP_COMPILE = $(BIN)/pip-compile --quiet --strip-extras --no-allow-unsafe --no-emit-index-url --no-emit-trusted-host \
+	--no-emit-find-links $(UPGRADE)
+lock: $(VENV)/.dev
+	$(PIP_COMPILE) --output-file requirements/base.txt requirements/base.in
+	$(PIP_COMPILE) --output-file requirements/dev.txt requirements/dev.in
+	$(PIP_COMPILE) --output-file requirements/s3.txt requirements/s3.in
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
