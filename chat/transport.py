@@ -8,6 +8,12 @@ other server (the tests' communicator, uvicorn) gets the same text through ASGI'
 A socket whose unsent bytes pass `CHAT_SOCKET_BACKLOG_BYTES` (4 MiB) cannot keep up (a stalled or very slow client);
 it is closed with 1013, "try again later" (a client that reads nothing sees the connection dropped, 1006), and the
 htmx ws extension answers either by reconnecting.
+
+Reaching daphne's protocol and its socket's backlog takes private attributes of channels, daphne, autobahn and
+Twisted. Each such access sits in one function below (`server_send`, `daphne_protocol`, `backlog_bytes`,
+`send_close_frame`) whose docstring names the pinned version it was checked against; chat/tests/test_transport.py
+runs them against a real daphne server and fails when an installed version differs from requirements/base.txt or
+changes their shape.
 """
 
 from __future__ import annotations
@@ -46,22 +52,44 @@ class Frame:
 
 
 def server_send(send: Send) -> Send:
-    """The server's own send under channels' session wrapper, which only acts on HTTP responses."""
+    """The server's own send under channels' session wrapper, which only acts on HTTP responses.
+
+    Private to channels, checked against channels 4.3.2: `SessionMiddleware` hands the consumer the bound method
+    `InstanceSessionWrapper.send`, whose instance keeps the server's send as `real_send`. Any other send is returned
+    as it is.
+    """
     owner = getattr(send, "__self__", None)
     return getattr(owner, "real_send", send)
 
 
 def daphne_protocol(send: Send) -> WebSocketProtocol | None:
-    """The socket's protocol when daphne serves it (its send is `partial(server.handle_reply, protocol)`)."""
+    """The socket's protocol when daphne serves it, else None.
+
+    Private to daphne, checked against daphne 4.2.3: `Server.create_application` hands the application
+    `partial(server.handle_reply, protocol)`, so the protocol is the partial's first argument.
+    """
     if isinstance(send, partial) and send.args and isinstance(send.args[0], WebSocketProtocol):
         return send.args[0]
     return None
 
 
 def backlog_bytes(protocol: WebSocketProtocol) -> int:
-    """Bytes written to the socket that the kernel has not taken yet."""
+    """Bytes written to the socket that the kernel has not taken yet.
+
+    Private to Twisted, checked against Twisted 26.10.0: the TCP transport (`abstract.FileDescriptor`) holds
+    `dataBuffer`, sent up to `offset`, plus `_tempDataLen` bytes written since its last `doWrite`.
+    """
     transport = protocol.transport
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def send_close_frame(protocol: WebSocketProtocol, code: int) -> None:
+    """Start the closing handshake with a close code the application may not send itself (1012, 1013).
+
+    Below autobahn's interface, checked against autobahn 26.11.1: its `sendClose` takes only 1000 and 3000-4999
+    and then calls `sendCloseFrame`, which takes any code.
+    """
+    protocol.sendCloseFrame(code=code, isReply=False)
 
 
 class Wire:
@@ -91,6 +119,6 @@ class Wire:
             # The close frame waits behind the backlog: a client that reads nothing at all sees the connection
             # dropped (1006) when autobahn's closing handshake times out. The browser reconnects after either.
             logger.warning("socket closed: cannot keep up", extra={"backlog_bytes": backlog, "close_code": 1013})
-            protocol.sendCloseFrame(code=CLOSE_TRY_AGAIN_LATER, isReply=False)
+            send_close_frame(protocol, CLOSE_TRY_AGAIN_LATER)
             return False
         return True

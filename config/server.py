@@ -12,6 +12,8 @@ from daphne.server import Server, reactor
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet.error import ReactorNotRunning
 
+from chat.transport import send_close_frame
+
 logger = logging.getLogger(__name__)
 
 CLOSE_SERVICE_RESTART = 1012
@@ -57,7 +59,7 @@ class RestartingServer(Server):
             async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
                 await sockets_stop_taking_frames()
                 for protocol in self.websockets(WebSocketProtocol.STATE_OPEN):
-                    protocol.sendCloseFrame(code=CLOSE_SERVICE_RESTART, isReply=False)
+                    send_close_frame(protocol, CLOSE_SERVICE_RESTART)
                 while sockets_open() or self.websockets(WebSocketProtocol.STATE_CLOSING):
                     await asyncio.sleep(0.05)
         except TimeoutError:
