@@ -257,7 +257,9 @@ class Browsing:
     def anonymous(self, prefix: str, server: ChatServer, device: dict | None = None) -> ChatUser:
         """A new context nobody is logged in to, with a fresh name and password for a signup by hand."""
         user = ChatUser(
-            username=unique_name(prefix), password=new_password(), context=new_context(self.browser, server.url, device)
+            username=unique_name(prefix),
+            password=new_password(),
+            context=new_context(self.browser, server.url, device),
         )
         self.users.append(user)
         if server not in self.servers:

@@ -151,7 +151,8 @@ class Tab:
             timeout_ms,
             f"{self.user.username}'s socket to {self.room} to open and receive the room's state",
         )
-        expect(self.online_user(self.user.username)).to_be_visible(timeout=timeout_ms)
+        # In the list, shown or not: on a phone the online list is folded until "Online" is tapped.
+        expect(self.online_user(self.user.username)).to_be_attached(timeout=timeout_ms)
 
     def send(self, text: str) -> None:
         """Type a message and press Enter, as a person does."""

@@ -187,3 +187,26 @@ def test_when_alice_uploads_an_image_then_bob_sees_its_thumbnail_live_linking_to
 
     upload(alice_tab, "empty.txt", b"")
     expect(alice_tab.error).to_have_text("That file is empty: choose a file to share.", timeout=LIVE_MS)
+
+
+def test_when_a_message_is_pointed_at_then_its_reaction_choices_are_visible_buttons_even_without_colour_emoji(
+    new_user: Callable[[str], ChatUser], new_room: Callable[[str], str]
+) -> None:
+    """Each choice is drawn as a button (a border and a tint on the white message) whatever the emoji font draws,
+    and only the pointed message shows them."""
+    room = new_room("choices")
+    alice = new_user("alice")
+    tab = alice.open_room(room)
+    first, second = tab.post("first"), tab.post("second")
+    second.hover()
+    choices = second.locator(".reaction-choice")
+    expect(choices).to_have_count(8)
+    for index in range(8):
+        choice = choices.nth(index)
+        expect(choice).to_be_visible()
+        expect(choice).to_have_css("border-top-style", "solid")
+        expect(choice).to_have_css("border-top-color", LINE)
+        expect(choice).not_to_have_css("background-color", "rgba(0, 0, 0, 0)")
+        expect(choice).not_to_have_css("background-color", "rgb(255, 255, 255)")
+        expect(choice).to_have_attribute("tabindex", "-1")
+    expect(first.locator(".reaction-picker")).to_be_hidden()
