@@ -44,6 +44,9 @@ def test_when_people_type_send_arrive_and_leave_then_no_page_logs_an_htmx_error(
     bob_directory.page.wait_for_timeout(1_500)  # the directory's news comes once a second
     assert htmx_errors(bob) == [], "\n".join(htmx_errors(bob))
     assert htmx_errors(alice) == [], "\n".join(htmx_errors(alice))
+    # The placeholders that give each delete its target are gone with it.
+    for page in (bob_tab.page, bob_directory.page, alice_tab.page):
+        expect(page.locator("template")).to_have_count(0)
 
 
 @pytest.mark.xfail(
