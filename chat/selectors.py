@@ -82,6 +82,9 @@ def room_directory(*, user: User, query: str = "", page: int | str = 1) -> Page:
         rooms = rooms.filter(name__icontains=query)
     rooms = rooms.order_by(F("last_message_at").desc(nulls_last=True), "-id")
     listing = Paginator(rooms, DIRECTORY_PAGE_SIZE).get_page(page)
+    # The page says what it was asked for: its empty list reads "no room matches", not "no rooms yet", wherever it
+    # is rendered (the page, or the directory socket's refresh, which knows the query only from here).
+    listing.query = query
     unread_mark(user=user, rooms=list(listing))
     return listing
 

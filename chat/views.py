@@ -164,7 +164,12 @@ def room_settings(request: HttpRequest, room: Room) -> HttpResponse:
             )
         except errors.ChatError as error:
             return room_settings_page(request, room, error=str(error), status=403)
-        notices.success(request, f"{room.title} is now {'private' if room.is_private else 'public'}.")
+        if room.is_private:
+            stay = len(selectors.room_member_names(room=room))
+            members = "its one member stays" if stay == 1 else f"its {stay} members stay"
+            notices.success(request, f"{room.title} is now private: {members} in it, and only members see it.")
+        else:
+            notices.success(request, f"{room.title} is now public.")
         return redirect("chat:settings", room_name=room.name)
     return room_settings_page(request, room)
 

@@ -243,9 +243,10 @@ class Browsing:
         self.users: list[ChatUser] = []
         self.servers: list[ChatServer] = []
 
-    def user(self, prefix: str, server: ChatServer) -> ChatUser:
-        """A new user, signed up (and so logged in) through the signup form's POST, in a new context."""
-        context = new_context(self.browser, server.url)
+    def user(self, prefix: str, server: ChatServer, device: dict | None = None) -> ChatUser:
+        """A new user, signed up (and so logged in) through the signup form's POST, in a new context (of a device
+        of harness.py, e.g. PHONE; the 1200x800 window by default)."""
+        context = new_context(self.browser, server.url, device)
         user = ChatUser(username=unique_name(prefix), password=new_password(), context=context)
         self.users.append(user)
         if server not in self.servers:
@@ -253,10 +254,12 @@ class Browsing:
         sign_up_by_request(context, user.username, user.password)
         return user
 
-    def anonymous(self, prefix: str, server: ChatServer) -> ChatUser:
+    def anonymous(self, prefix: str, server: ChatServer, device: dict | None = None) -> ChatUser:
         """A new context nobody is logged in to, with a fresh name and password for a signup by hand."""
         user = ChatUser(
-            username=unique_name(prefix), password=new_password(), context=new_context(self.browser, server.url)
+            username=unique_name(prefix),
+            password=new_password(),
+            context=new_context(self.browser, server.url, device),
         )
         self.users.append(user)
         if server not in self.servers:
@@ -307,11 +310,12 @@ def browsing(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Brows
 
 
 @pytest.fixture
-def new_user(browsing: Browsing, chat_server: ChatServer) -> Callable[[str], ChatUser]:
-    """New logged-in users on the session's server: new_user("alice") -> alice, alice2, ..."""
+def new_user(browsing: Browsing, chat_server: ChatServer) -> Callable[..., ChatUser]:
+    """New logged-in users on the session's server: new_user("alice") -> alice, alice2, ...; on a phone with
+    new_user("alice", device=PHONE)."""
 
-    def make(prefix: str) -> ChatUser:
-        return browsing.user(prefix, chat_server)
+    def make(prefix: str, device: dict | None = None) -> ChatUser:
+        return browsing.user(prefix, chat_server, device)
 
     return make
 

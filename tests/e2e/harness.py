@@ -24,6 +24,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1200, "height": 800}
+# Devices a test may ask for instead (`new_user("alice", device=PHONE)`): a phone held upright, with touch, and the
+# desktop width the keyboard and layout points were reported at.
+PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 # What "live" means here: a message reaches every open page within this many milliseconds.
 LIVE_MS = 5_000
 # Long enough for the ws extension's backoff (full jitter: 1, 2, 4, 8 s caps) to find a restarted server.
@@ -147,7 +151,8 @@ class Tab:
             timeout_ms,
             f"{self.user.username}'s socket to {self.room} to open and receive the room's state",
         )
-        expect(self.online_user(self.user.username)).to_be_visible(timeout=timeout_ms)
+        # In the list, shown or not: on a phone the online list is folded until "Online" is tapped.
+        expect(self.online_user(self.user.username)).to_be_attached(timeout=timeout_ms)
 
     def send(self, text: str) -> None:
         """Type a message and press Enter, as a person does."""
@@ -273,8 +278,8 @@ class ChatUser:
         return directory
 
 
-def new_context(browser: Browser, base_url: str) -> BrowserContext:
-    context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+def new_context(browser: Browser, base_url: str, device: dict | None = None) -> BrowserContext:
+    context = browser.new_context(base_url=base_url, **(device or {"viewport": VIEWPORT}))
     context.set_default_timeout(15_000)
     return context
 

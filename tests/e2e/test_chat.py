@@ -68,7 +68,8 @@ def test_when_a_message_is_typed_as_html_then_everyone_sees_it_as_text(
     alice_tab, bob_tab = alice.open_room(room), bob.open_room(room)
     image, bold = "<img src=x onerror=alert(1)>", "<b>x</b>"
 
-    alice_tab.send(image)
+    # post(): the second message is typed only once the fresh form is back (typed earlier, the form replaces it).
+    alice_tab.post(image)
     expect_message(alice_tab, image, alice.username)
     alice_tab.send(bold)
     for tab in (alice_tab, bob_tab):

@@ -287,7 +287,10 @@ def test_when_alice_and_bob_talk_in_their_direct_conversation_then_both_see_it_l
     bob_dm.wait_connected(after=bob_dm.sockets_opened())
     expect(bodies(bob_dm)).to_have_text(history)
     expect(bob_dm.messages.locator(f"article#message-{edited_pk} .edited")).to_have_text("(edited)")
+    # Narrow, the sidebar folds behind "Rooms" in the header bar, and opens on a click.
     bob_dm.page.set_viewport_size({"width": 600, "height": 800})
+    expect(sidebar_person(bob_dm.page, alice.username)).to_be_hidden()
+    bob_dm.page.locator("summary", has_text="Rooms and people").click()
     expect(sidebar_person(bob_dm.page, alice.username)).to_be_visible()
     screenshot(bob_dm.page, "dm-page-narrow.png")
 

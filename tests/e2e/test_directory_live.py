@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.harness import LIVE_MS, ChatUser
+from tests.e2e.harness import DIRECTORY_SOCKET_PATH, LIVE_MS, ChatUser, DirectoryTab
 
 pytestmark = pytest.mark.e2e
 
@@ -49,3 +49,23 @@ def test_when_others_open_and_use_a_new_room_then_an_open_directory_follows_with
     expect(count).to_have_text("0", timeout=LIVE_MS)
     expect(directory.row(room)).to_have_count(1)
     assert len(directory.watch.sockets) == sockets, "the directory reloaded or reconnected"
+
+
+def test_when_a_search_finds_no_room_then_the_live_list_keeps_saying_so(
+    new_user: Callable[[str], ChatUser], new_room: Callable[[str], str]
+) -> None:
+    """/chat/?q=<nothing that matches>: once the directory's socket has sent its list, and after a room is made
+    elsewhere, the list still says that no room's name contains the search, not "No rooms yet"."""
+    room = new_room("lively")
+    alice, carol = new_user("alice"), new_user("carol")
+    page, watch = carol.new_page(DIRECTORY_SOCKET_PATH)
+    page.goto("/chat/?q=zebra-crossing")
+    directory = DirectoryTab(user=carol, page=page, watch=watch)
+    directory.wait_connected()
+    empty = page.locator("#room-list .empty")
+    expect(empty).to_have_text("No public room's name contains “zebra-crossing”.")
+    alice.open_room(room).post("a room that does not match")
+    page.wait_for_timeout(1_500)  # the directories hear of the message within a second
+    expect(empty).to_be_visible()
+    expect(empty).to_have_text("No public room's name contains “zebra-crossing”.")
+    expect(page.locator("#room-list .room-row")).to_have_count(0)

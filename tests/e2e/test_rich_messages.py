@@ -46,7 +46,11 @@ def picture() -> bytes:
 
 
 def upload(tab: Tab, name: str, content: bytes, caption: str = "") -> None:
+    """Open the file form beside the message box ("Attach a file"), choose the file, add the caption, upload."""
     form = tab.page.locator("#upload-form")
+    if not form.locator("input[name=file]").is_visible():
+        form.locator("summary", has_text="Attach a file").click()
+    expect(form.locator("input[name=file]")).to_be_visible()
     form.locator("input[name=file]").set_input_files({"name": name, "mimeType": "image/png", "buffer": content})
     form.locator("input[name=caption]").fill(caption)
     form.get_by_role("button", name="Upload").click()
@@ -175,11 +179,34 @@ def test_when_alice_uploads_an_image_then_bob_sees_its_thumbnail_live_linking_to
     react(alice_tab, article_with(alice_tab, "View from the office"), "\N{HEAVY BLACK HEART}\ufe0f")
     expect(article_with(bob_tab, "View from the office").locator("button.reaction")).to_have_count(1, timeout=LIVE_MS)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # Bob points at the image: its reaction choices show, the other messages' do not.
+    # Bob points at the image: its reaction choices show, the other messages' are not there (not merely see-through).
     article_with(bob_tab, "View from the office").locator(".message-body").hover()
-    expect(article_with(bob_tab, "new logo").locator(".reaction-picker")).to_have_css("opacity", "0")
-    expect(article_with(bob_tab, "View from the office").locator(".reaction-picker")).to_have_css("opacity", "1")
+    expect(article_with(bob_tab, "new logo").locator(".reaction-picker")).to_be_hidden()
+    expect(article_with(bob_tab, "View from the office").locator(".reaction-picker")).to_be_visible()
     bob_tab.page.screenshot(path=str(SCREENSHOTS / "features-rich-messages.png"))
 
     upload(alice_tab, "empty.txt", b"")
     expect(alice_tab.error).to_have_text("That file is empty: choose a file to share.", timeout=LIVE_MS)
+
+
+def test_when_a_message_is_pointed_at_then_its_reaction_choices_are_visible_buttons_even_without_colour_emoji(
+    new_user: Callable[[str], ChatUser], new_room: Callable[[str], str]
+) -> None:
+    """Each choice is drawn as a button (a border and a tint on the white message) whatever the emoji font draws,
+    and only the pointed message shows them."""
+    room = new_room("choices")
+    alice = new_user("alice")
+    tab = alice.open_room(room)
+    first, second = tab.post("first"), tab.post("second")
+    second.hover()
+    choices = second.locator(".reaction-choice")
+    expect(choices).to_have_count(8)
+    for index in range(8):
+        choice = choices.nth(index)
+        expect(choice).to_be_visible()
+        expect(choice).to_have_css("border-top-style", "solid")
+        expect(choice).to_have_css("border-top-color", LINE)
+        expect(choice).not_to_have_css("background-color", "rgba(0, 0, 0, 0)")
+        expect(choice).not_to_have_css("background-color", "rgb(255, 255, 255)")
+        expect(choice).to_have_attribute("tabindex", "-1")
+    expect(first.locator(".reaction-picker")).to_be_hidden()

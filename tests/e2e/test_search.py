@@ -43,6 +43,11 @@ def test_when_leo_searches_a_room_then_he_finds_the_message_and_opens_it_in_cont
         ["a green elephant sleeps", "the purple elephant dances at noon"]
     )
     expect(results.locator(".message-author")).to_have_text([iris.username, iris.username])
+    # Valid HTML: each result's link sits beside the message, not around its buttons; times are whole seconds.
+    expect(results.locator("a button, a a")).to_have_count(0)
+    expect(results.get_by_role("link", name="Show in the conversation")).to_have_count(2)
+    for stamp in results.locator("time").evaluate_all("times => times.map(t => t.getAttribute('datetime'))"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:?\d\d)", stamp), stamp
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "features-search.png"))
 
