@@ -196,12 +196,13 @@ def test_the_pixel_limit_is_a_setting(room, alice, settings):
 
 
 def test_uploads_per_user_are_rate_limited(room, alice, bob, settings):
-    settings.CHAT_ATTACHMENT_RATE_LIMIT = 2
+    settings.CHAT_WRITE_LIMITS = {**settings.CHAT_WRITE_LIMITS, "uploads": (2, 60)}
     client = logged_in(alice)
     for n in range(2):
         assert upload(client, f"{n}.txt", b"hi").status_code == 302
     response = upload(client, "3.txt", b"hi", HX_Request="true")
-    assert "Slow down" in visible_text(response.content.decode())
+    assert response.status_code == 429
+    assert "Slow down: at most 2 files per minute" in visible_text(response.content.decode())
     assert Attachment.objects.count() == 2
     assert upload(logged_in(bob), "b.txt", b"hi").status_code == 302
 
@@ -236,6 +237,7 @@ def test_the_room_page_shows_attachments_in_a_constant_number_of_queries(
     room, alice, settings, django_assert_max_num_queries
 ):
     settings.CHAT_ATTACHMENT_RATE_LIMIT = 100
+    settings.CHAT_WRITE_LIMITS = {**settings.CHAT_WRITE_LIMITS, "uploads": (100, 60)}
     client = logged_in(alice)
     for n in range(3):
         upload(client, f"{n}.png", png_bytes((10, 10)))
