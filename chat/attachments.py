@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,20 +90,31 @@ def thumbnail_extension(data: bytes) -> str:
     return ".png" if data.startswith(SIGNATURES["image/png"][0]) else ".jpg"
 
 
-class SizeLimitedUploadHandler(FileUploadHandler):
-    """Stops keeping a file's bytes once it passes the limit, so an oversize upload never fills the disk.
+def too_large_sentence() -> str:
+    """What a person reads when their upload is over the limit before anything looked at the file."""
+    return (
+        f"Files can be at most {settings.CHAT_ATTACHMENT_MAX_BYTES / 1024 / 1024:g} MiB, one at a time; "
+        "that upload is larger."
+    )
 
-    First in the request's handlers: it passes each chunk on to Django's own handlers until the limit, then skips
-    the rest of the file (the parser reads it on, discarding it) and remembers that it did.
+
+class SizeLimitedUploadHandler(FileUploadHandler):
+    """Stops keeping file bytes once the request's files pass the limit, so an oversize upload never fills the disk.
+
+    First in the request's handlers: it passes each chunk on to Django's own handlers until the bytes of all the
+    request's files together pass the limit, then skips the rest (the parser reads it on, discarding it) and
+    remembers that it did. (Django also refuses a second file: DATA_UPLOAD_MAX_NUMBER_FILES.)
     """
 
     def __init__(self, request=None, *, limit: int) -> None:
         super().__init__(request)
         self.limit = limit
+        self.received = 0
         self.too_large = False
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
-        if start + len(raw_data) > self.limit:
+        self.received += len(raw_data)
+        if self.received > self.limit:
             self.too_large = True
             raise SkipFile
         return raw_data

@@ -6,6 +6,7 @@ from functools import wraps
 from django.conf import settings
 from django.contrib import messages as notices
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import (
     FileResponse,
     Http404,
@@ -303,6 +304,10 @@ def attachment_upload(request: HttpRequest, **conversation: str) -> HttpResponse
     """Share the posted `file` (and `caption`) in the conversation as a message; an error shows in #chat-error."""
     limiter = attachments.SizeLimitedUploadHandler(request, limit=settings.CHAT_ATTACHMENT_MAX_BYTES)
     request.upload_handlers.insert(0, limiter)
+    try:
+        request.POST  # noqa: B018  parsed here, through the limiter; Django refuses a second file or 64 KiB of fields
+    except (RequestDataTooBig, TooManyFilesSent, TooManyFieldsSent):
+        return flood.error_response(request, attachments.too_large_sentence(), status=413)
     return _attachment_upload(request, **conversation, limiter=limiter)
 
 

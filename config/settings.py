@@ -260,6 +260,18 @@ CHAT_ATTACHMENT_RATE_LIMIT = int(os.environ.get("CHAT_ATTACHMENT_RATE_LIMIT", "5
 CHAT_ATTACHMENT_RATE_SECONDS = float(os.environ.get("CHAT_ATTACHMENT_RATE_SECONDS", "60"))
 CHAT_ATTACHMENT_MAX_PIXELS = int(os.environ.get("CHAT_ATTACHMENT_MAX_PIXELS", str(50_000_000)))
 CHAT_ATTACHMENT_THUMBNAIL_SIZE = 320
+# The largest request body: one attachment and the form around it (caption, CSRF token, multipart headers). daphne
+# answers 413 to a body declared (or, chunked, grown) larger before reading it (config/server.py); nginx's upload
+# locations allow exactly this much (deploy/nginx.conf).
+UPLOAD_FORM_ALLOWANCE_BYTES = 64 * 1024
+REQUEST_BODY_MAX_BYTES = CHAT_ATTACHMENT_MAX_BYTES + UPLOAD_FORM_ALLOWANCE_BYTES
+# Django's own bounds, per request: every field but the file fits in the allowance, at most one file (the upload
+# form's), a file over 2.5 MiB is spooled to a temporary file instead of memory, and no form of the site (the
+# admin's bulk actions on 100 rows included) has more than 200 fields.
+DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_FORM_ALLOWANCE_BYTES
+DATA_UPLOAD_MAX_NUMBER_FILES = 1
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 # Behind nginx: the URL prefix of its internal location for MEDIA_ROOT (deploy/nginx.conf). Set, the file view
 # checks access and answers with X-Accel-Redirect, and nginx sends the bytes. Unset: the app streams them.
 CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT", "").strip()

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.files import uploadedfile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from chat import fragments, services
+from chat import attachments, fragments, services
 from chat.models import Attachment, Message, Room
 from chat.tests.conftest import direct_message, drain, joined, receive_until
 from tests.support.html import parse, visible_text
+from tests.support.servers import BASE_DIR
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture(autouse=True)
@@ -205,6 +210,70 @@ def test_uploads_per_user_are_rate_limited(room, alice, bob, settings):
     assert "Slow down: at most 2 files per minute" in visible_text(response.content.decode())
     assert Attachment.objects.count() == 2
     assert upload(logged_in(bob), "b.txt", b"hi").status_code == 302
+
+
+# --- The size of a request, not only of its file -----------------------------------------------------------------
+
+
+def test_djangos_own_bounds_match_the_upload_form(settings):
+    assert settings.REQUEST_BODY_MAX_BYTES == settings.CHAT_ATTACHMENT_MAX_BYTES + 64 * 1024
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == 64 * 1024
+    assert settings.DATA_UPLOAD_MAX_NUMBER_FILES == 1
+    assert settings.FILE_UPLOAD_MAX_MEMORY_SIZE < settings.CHAT_ATTACHMENT_MAX_BYTES
+
+
+@pytest.fixture
+def spooled(monkeypatch) -> list[str]:
+    """The names of the uploaded files Django writes to temporary files during the test."""
+    names = []
+    original = uploadedfile.TemporaryUploadedFile.__init__
+
+    def note(self, name, *args, **kwargs):
+        names.append(name)
+        original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(uploadedfile.TemporaryUploadedFile, "__init__", note)
+    return names
+
+
+def test_more_files_in_one_upload_are_refused_before_they_are_spooled(room, alice, media_root, spooled):
+    # Each was under the file limit: before, four extra 9 MiB files went to temporary files with the shared one.
+    files = {"file": SimpleUploadedFile("a.txt", b"hi")}
+    files |= {f"extra{n}": SimpleUploadedFile(f"{n}.bin", b"\0" * (6 * MiB)) for n in range(2)}
+
+    response = logged_in(alice).post("/chat/lobby/attachments/", files, headers={"HX-Request": "true"})
+
+    assert response.status_code == 413
+    assert response["HX-Reswap"] == "none"
+    sentence = "Files can be at most 10 MiB, one at a time; that upload is larger."
+    assert visible_text(response.content.decode()) == sentence
+    assert spooled in ([], ["a.txt"])  # the shared file may be (the request is large), the extra ones never
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
+
+
+def test_the_fields_beside_the_file_hold_at_most_64_kib(room, alice, media_root):
+    file = SimpleUploadedFile("a.txt", b"hi")
+    data = {"caption": "x" * 1000, "file": file, "padding": "y" * (64 * 1024)}
+
+    response = logged_in(alice).post("/chat/lobby/attachments/", data)
+
+    assert response.status_code == 413
+    assert "one at a time; that upload is larger" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+
+
+def test_the_files_of_one_request_count_together_against_the_size_limit(room, alice, settings, media_root):
+    # Even where Django would take more than one file, their bytes together are bounded.
+    settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5
+    data = {"file": SimpleUploadedFile("a.bin", b"a" * 600), "again": SimpleUploadedFile("b.bin", b"b" * 600)}
+
+    response = logged_in(alice).post("/chat/lobby/attachments/", data, headers={"HX-Request": "true"})
+
+    assert "at most" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
 
 
 def test_uploading_needs_a_login_a_post_and_a_csrf_token(room, alice):
@@ -404,3 +473,30 @@ def test_a_file_shared_privately_is_served_to_its_two_people_only(room, alice, b
     assert message.is_private
     path = f"/chat/files/{message.attachment.pk}/"
     assert [logged_in(user).get(path).status_code for user in (alice, bob, carol)] == [200, 200, 404]
+
+
+# --- nginx in front (deploy/nginx.conf) ---------------------------------------------------------------------------
+
+
+def nginx_conf() -> str:
+    return (BASE_DIR / "deploy" / "nginx.conf").read_text()
+
+
+def test_nginx_takes_an_upload_on_every_path_the_app_takes_one(room, alice, bob, settings):
+    from django.urls import reverse
+
+    # Before, only /chat/.../attachments/ had the larger body size: a file over 1 MiB to a person got nginx's 413.
+    paths = [reverse("chat:attachments", args=["lobby"]), reverse("dm:attachments", args=["bob"])]
+    locations = re.findall(r"location ~ (\S+) \{\s*client_max_body_size (\d+)k;", nginx_conf())
+    for path in paths:
+        sizes = [int(size) * 1024 for pattern, size in locations if re.match(pattern, path)]
+        assert sizes == [settings.REQUEST_BODY_MAX_BYTES], path
+
+
+def test_nginx_answers_its_413_with_the_sentence_in_chat_error():
+    conf = nginx_conf()
+    assert re.search(r"^\s*error_page 413 @too_large;", conf, re.MULTILINE)
+    body = re.search(r"location @too_large \{.*?return 413 '(.*?)';", conf, re.DOTALL)[1].replace("\\n", "\n")
+    (error,) = [attrs for _, attrs in parse(body).tags if attrs.get("id") == "chat-error"]
+    assert error == {"id": "chat-error", "role": "alert", "hx-swap-oob": "true"}
+    assert visible_text(body) == attachments.too_large_sentence()
