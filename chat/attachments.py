@@ -48,17 +48,22 @@ def inspect(upload: UploadedFile, *, max_pixels: int, thumbnail_size: int) -> In
     """Judge the file by its content; an image that decodes gets its size and a thumbnail, anything else is a file.
 
     The pixel count is read from the header, before any decoding, so a small file announcing a huge image (a
-    decompression bomb) is refused without allocating it.
+    decompression bomb) is refused without allocating it: Image.open only reads the header (PNG, JPEG, GIF), and a
+    WebP's size is read here first, since Pillow's WebP decoder allocates its canvas as it opens the file.
     """
     upload.seek(0)
-    announced = sniff(upload.read(16))
+    head = upload.read(30)
     upload.seek(0)
+    announced = sniff(head)
     if announced is None:
         return Inspected(content_type=OTHER_FILE)
+    webp_size = webp_canvas_size(head) if announced == "image/webp" else None
+    if webp_size is not None and webp_size[0] * webp_size[1] > max_pixels:
+        raise ImageTooLarge(f"{webp_size[0]}x{webp_size[1]}")
     try:
         with Image.open(upload, formats=[PILLOW_FORMATS[announced]]) as image:
             width, height = image.size
-            if width * height > max_pixels:
+            if width * height > max_pixels:  # before anything decodes: load(), verify(), thumbnail()
                 raise ImageTooLarge(f"{width}x{height}")
             image.seek(0)
             image.load()
@@ -84,6 +89,19 @@ def inspect(upload: UploadedFile, *, max_pixels: int, thumbnail_size: int) -> In
         return Inspected(content_type=OTHER_FILE)
     finally:
         upload.seek(0)
+
+
+def webp_canvas_size(head: bytes) -> tuple[int, int] | None:
+    """The width and height a WebP's first 30 bytes announce (lossy, lossless or extended), or None."""
+    chunk = head[12:16]
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8X" and len(head) >= 30:
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
 
 
 def thumbnail_extension(data: bytes) -> str:

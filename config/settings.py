@@ -258,7 +258,7 @@ CHAT_RATE_LIMIT_SECONDS = float(os.environ.get("CHAT_RATE_LIMIT_SECONDS", "10"))
 CHAT_ATTACHMENT_MAX_BYTES = int(os.environ.get("CHAT_ATTACHMENT_MAX_BYTES", str(10 * 1024 * 1024)))
 CHAT_ATTACHMENT_RATE_LIMIT = int(os.environ.get("CHAT_ATTACHMENT_RATE_LIMIT", "5"))
 CHAT_ATTACHMENT_RATE_SECONDS = float(os.environ.get("CHAT_ATTACHMENT_RATE_SECONDS", "60"))
-CHAT_ATTACHMENT_MAX_PIXELS = int(os.environ.get("CHAT_ATTACHMENT_MAX_PIXELS", str(50_000_000)))
+CHAT_ATTACHMENT_MAX_PIXELS = int(os.environ.get("CHAT_ATTACHMENT_MAX_PIXELS", str(40_000_000)))
 CHAT_ATTACHMENT_THUMBNAIL_SIZE = 320
 # The largest request body: one attachment and the form around it (caption, CSRF token, multipart headers). daphne
 # answers 413 to a body declared (or, chunked, grown) larger before reading it (config/server.py); nginx's upload

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import re
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -55,6 +58,22 @@ def pixel_bomb() -> bytes:
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     rows = zlib.compress(b"\x00" * 1000)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def png_announcing(width: int, height: int) -> bytes:
+    """A real PNG of that size, all black: its rows compress to almost nothing (7000 x 7000 is about 140 KiB)."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * width)  # filter byte, then RGB
+    rows = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def webp_announcing(width: int, height: int) -> bytes:
+    """The header of an extended WebP (VP8X) announcing that canvas, and nothing to draw on it."""
+    canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    chunk = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + canvas
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
 
 
 def upload(client: Client, name: str, content: bytes, room: str = "lobby", caption: str = "", **headers: str):
@@ -192,6 +211,70 @@ def test_a_pixel_bomb_is_refused_before_it_is_decoded(room, alice, media_root):
     assert "too large to show" in visible_text(response.content.decode())
     assert not Message.objects.exists()
     assert stored_files(media_root) == []
+
+
+def peak_memory_of_inspecting(path: Path, max_pixels: int) -> tuple[str, int]:
+    """Judge the file in a fresh process: whether it was decoded or refused, and how many MiB the process's peak
+    resident memory grew meanwhile (Pillow allocates pixels in C, where tracemalloc does not see them)."""
+    code = textwrap.dedent(
+        f"""
+        import resource
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from chat.attachments import ImageTooLarge, inspect
+        upload = SimpleUploadedFile("bomb.png", open({str(path)!r}, "rb").read())
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            inspect(upload, max_pixels={max_pixels}, thumbnail_size=320)
+            outcome = "decoded"
+        except ImageTooLarge:
+            outcome = "refused"
+        print(outcome, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True, timeout=120, check=True
+    )
+    outcome, grown = result.stdout.split()
+    return outcome, int(grown)
+
+
+def test_a_small_png_announcing_49_megapixels_is_refused_without_being_decoded(room, alice, settings, tmp_path):
+    assert settings.CHAT_ATTACHMENT_MAX_PIXELS == 40_000_000
+    bomb = png_announcing(7000, 7000)
+    assert len(bomb) < 200 * 1024
+    (path := tmp_path / "bomb.png").write_bytes(bomb)
+
+    outcome, grown = peak_memory_of_inspecting(path, settings.CHAT_ATTACHMENT_MAX_PIXELS)
+
+    assert outcome == "refused"
+    assert grown < 16, f"{grown} MiB allocated to refuse it"
+    # The measure sees a decode: the same file under the old limit (50 million) costs well over 100 MiB.
+    assert peak_memory_of_inspecting(path, 50_000_000)[0] == "decoded"
+    assert peak_memory_of_inspecting(path, 50_000_000)[1] > 100
+    response = upload(logged_in(alice), "bomb.png", bomb, HX_Request="true")
+    assert "too large to show (7000x7000 pixels; at most 40,000,000)" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+
+
+def test_a_webp_announcing_a_huge_canvas_is_refused_before_pillow_opens_it(room, alice, monkeypatch):
+    # Pillow's WebP decoder allocates the whole canvas as it opens the file: the size is read from the header first.
+    opened = []
+    monkeypatch.setattr(attachments.Image, "open", lambda *args, **kwargs: opened.append(args))
+    bomb = webp_announcing(10_000, 10_000)
+    assert attachments.webp_canvas_size(bomb[:30]) == (10_000, 10_000)
+
+    response = upload(logged_in(alice), "bomb.webp", bomb, HX_Request="true")
+
+    assert "too large to show (10000x10000 pixels" in visible_text(response.content.decode())
+    assert opened == []
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_the_webp_header_is_read_as_pillow_reads_it(lossless):
+    data = io.BytesIO()
+    Image.new("RGBA" if lossless else "RGB", (321, 123), "orange").save(data, format="WEBP", lossless=lossless)
+    assert attachments.webp_canvas_size(data.getvalue()[:30]) == (321, 123)
 
 
 def test_the_pixel_limit_is_a_setting(room, alice, settings):
