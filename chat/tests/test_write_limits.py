@@ -5,6 +5,7 @@ real Redis when REDIS_URL is set, in the process's memory when it is not or whil
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from chat import flood, services
 from chat.models import REACTION_EMOJI, Attachment, Message, Reaction, Room
 from conftest import PASSWORD
 from tests.support.html import parse, visible_text
-from tests.support.servers import django_process, redis_url_or_skip
+from tests.support.servers import BASE_DIR, django_process, redis_url_or_skip
 
 pytestmark = pytest.mark.django_db
 
@@ -445,3 +446,12 @@ def test_a_kind_that_does_not_exist_is_a_configuration_error():
     result = django_process("", {"CHAT_WRITE_LIMITS": "reaction=1/60"}, check=False)
     assert result.returncode != 0
     assert "CHAT_WRITE_LIMITS names 'reaction'" in result.stderr
+
+
+@pytest.mark.parametrize("document", ["README.md", "SECURITY.md"])
+def test_every_limit_is_listed_with_its_setting(document, settings):
+    text = (BASE_DIR / document).read_text()
+    section = text[text.index("## Limits") :].split("\n## ", 1)[0]
+    for kind in settings.CHAT_WRITE_LIMITS:
+        assert re.search(rf"`{kind}`", section), f"{document}, Limits: no row for `{kind}`"
+    assert "CHAT_WRITE_LIMITS" in section
