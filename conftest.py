@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
+from chat import flood
 
 PASSWORD = "correct-horse-battery-staple"
 _usernames = itertools.count(1)
@@ -27,6 +28,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason=f"PostgreSQL at {url} is not reachable ({error}); start it to run this suite")
         for item in items:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def fresh_write_limits():
+    """Each test starts with empty write-limit windows in this process (the fallback when Redis is not used): user
+    ids and addresses repeat from test to test."""
+    flood.local_windows.clear()
+    yield
+    flood.local_windows.clear()
 
 
 @pytest.fixture

@@ -124,11 +124,11 @@ def access_changed(*, room: Room) -> None:
 
 def room_listed(*, room: Room) -> None:
     """Show a new (or newly public) room at the top of every open directory's first page."""
-    publish(RoomListed(html=fragments.directory_room_added(room=room)), DIRECTORY_GROUP)
+    publish(RoomListed(room_id=room.pk, html=fragments.directory_room_added(room=room)), DIRECTORY_GROUP)
 
 
 def room_unlisted(*, room: Room) -> None:
-    publish(RoomUnlisted(html=fragments.directory_room_removed(room=room)), DIRECTORY_GROUP)
+    publish(RoomUnlisted(room_id=room.pk, html=fragments.directory_room_removed(room=room)), DIRECTORY_GROUP)
 
 
 def room_status_changed(*, room: Room) -> None:
@@ -205,7 +205,7 @@ def message_posted(*, message: Message, first: bool = False) -> None:
         )
         delivered = publish(news, DIRECTORY_GROUP)
         if delivered and message.mentioned_ids:
-            flag = MentionFlagged(html=fragments.directory_mentioned(room=room))
+            flag = MentionFlagged(room_id=room.pk, html=fragments.directory_mentioned(room=room))
             for user_id in message.mentioned_ids:
                 publish(flag, directory_user_group(user_id))
     if not delivered:

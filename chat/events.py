@@ -149,6 +149,7 @@ class RoomListed(Fragment):
     """A new room, or a room made public: at the top of every directory's first page."""
 
     kind = "room.listed"
+    room_id: int
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -156,6 +157,7 @@ class RoomUnlisted(Fragment):
     """A room made private: gone from every directory."""
 
     kind = "room.unlisted"
+    room_id: int
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -163,6 +165,7 @@ class RoomOnlineCounted(Fragment):
     """How many people a listed room has online now."""
 
     kind = "room.online_counted"
+    room_id: int
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -183,6 +186,7 @@ class RoomActivity(Fragment):
     each message (`news_html`, once per message a reader did not write). Made by each hub, never published."""
 
     kind = "room.activity"
+    room_id: int
     news_html: str
     # (message id, author id) of each message, oldest first.
     messages: list[tuple[int, int]]
@@ -210,6 +214,7 @@ class MentionFlagged(Fragment):
     """Someone was mentioned in a listed room: their directories flag it."""
 
     kind = "mention.flagged"
+    room_id: int
 
 
 # The sidebar

@@ -1,30 +1,95 @@
-"""Flood control in Redis: at most N accepted messages per user per sliding window, across tabs and processes.
+"""Write limits: at most N writes of a kind per sliding window, per user (per client address when anonymous).
 
-One atomic script per message (drop what left the window, count, admit) instead of a row lock and a COUNT in the
-database transaction that stores it. Used when `REDIS_URL` is set; without Redis (the embedded default), or while
-Redis does not answer, `services.message_rate_check` counts in the database as before, so the limit holds through
-an outage. Around the switch either way, one window may admit up to twice the limit: the two counts do not see
-each other's messages.
+One mechanism for every kind (README and SECURITY.md, "Limits"): messages over the socket, and every write over HTTP
+(reactions, edits, deletions, uploads, room settings and members, leaving a room, creating one by opening a new
+name, signup, login, password resets and changes). A window is a sorted set in Redis, one per kind and key,
+checked and filled by one atomic script (drop what left the window, count, admit), so the count holds across tabs
+and server processes. When Redis is not configured, or while it does not answer:
+
+- messages (`message_admit`) fall back on counting rows in the database (`services.message_rate_check`);
+- the HTTP kinds (`admit`) fall back on a sliding window in this process's memory: the same limit, counted per
+  process until Redis answers again.
+
+Around a switch either way one window may admit up to twice the limit: the two counts do not see each other.
+
+Views use `write_limited(kind)`, which counts a request before the view runs (for an upload, before its body is
+parsed); code that writes only on some requests (creating a room by opening its name) calls `refused(request,
+kind)`. Over the limit the answer is 429 with `Retry-After` and a sentence: in `#chat-error` for htmx, a plain
+page otherwise, JSON under /api/.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
 
 import redis
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from chat import fragments
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the user's window. ARGV: now (s), window (s), limit, a member for this message.
+# KEYS: the window. ARGV: now (s), window (s), limit, a member for this write ('' to only look, counting nothing).
+# Answers {1, 0} when admitted, else {0, milliseconds until the window has room again}.
 _ADMIT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
-return 1
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count >= limit then
+  local freeing = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+  local at = tonumber(freeing[2] or now)
+  return {0, math.ceil((at + window - now) * 1000)}
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+end
+return {1, 0}
 """
+
+# While Redis is down, say so at most this often.
+WARNING_INTERVAL_SECONDS = 30.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+# What each kind counts, for the sentence: "at most 30 <noun> per minute".
+NOUNS = {
+    "reactions": "reactions",
+    "edits": "edits",
+    "deletes": "deleted messages",
+    "uploads": "files",
+    "room_settings": "changes to a room's settings",
+    "room_members": "changes to a room's members",
+    "room_leave": "rooms left",
+    "rooms": "new rooms",
+    "signup": "sign-up attempts",
+    "login": "login attempts",
+    "login_failed": "failed logins to one account",
+    "password_reset": "password reset attempts",
+    "password_reset_email": "password reset emails to one address",
+    "password_change": "password changes",
+    "account": "account changes",
+    "tokens": "new API tokens",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    admitted: bool
+    # Refused: seconds until the window has room again.
+    retry_after: float = 0.0
+    # Admitted and counted in Redis: the entry, to take the admission back (`forget`).
+    member: str | None = None
+
 
 _clients: dict[str, redis.Redis] = {}
 
@@ -39,6 +104,204 @@ def _client() -> redis.Redis | None:
     return client
 
 
+def _redis_admit(key: str, *, at: float, limit: int, window: float, count: bool = True) -> Verdict | None:
+    """The window in Redis, or None when Redis is not configured or does not answer."""
+    client = _client()
+    if client is None:
+        return None
+    member = uuid.uuid4().hex if count else ""
+    try:
+        admitted, retry_ms = client.eval(_ADMIT, 1, key, at, window, limit, member)
+    except redis.RedisError as error:
+        _warn_unavailable(error)
+        return None
+    if admitted:
+        return Verdict(True, member=member or None)
+    return Verdict(False, retry_after=retry_ms / 1000)
+
+
+_warned_at = float("-inf")
+
+
+def _warn_unavailable(error: Exception) -> None:
+    global _warned_at
+    if time.monotonic() - _warned_at > WARNING_INTERVAL_SECONDS:
+        _warned_at = time.monotonic()
+        logger.warning("write limits unavailable in Redis; counting elsewhere", extra={"reason": type(error).__name__})
+
+
+class LocalWindows:
+    """The same sliding windows in this process's memory: the fallback of the HTTP kinds."""
+
+    SWEEP_EVERY = 1000
+
+    def __init__(self) -> None:
+        self.clock = time.monotonic
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[float, deque[float]]] = {}
+        self._calls = 0
+
+    def admit(self, key: str, *, limit: int, window: float, count: bool = True) -> Verdict:
+        now = self.clock()
+        with self._lock:
+            self._sweep(now)
+            _, hits = self._windows.get(key) or (window, deque())
+            while hits and hits[0] <= now - window:
+                hits.popleft()
+            if len(hits) >= limit:
+                freeing = hits[len(hits) - limit] if limit > 0 else now
+                verdict = Verdict(False, retry_after=freeing + window - now)
+            else:
+                if count:
+                    hits.append(now)
+                verdict = Verdict(True)
+            if hits:
+                self._windows[key] = (window, hits)
+            else:
+                self._windows.pop(key, None)
+            return verdict
+
+    def _sweep(self, now: float) -> None:
+        """Now and then, drop the windows nobody wrote into lately, so that memory follows recent writers only."""
+        self._calls += 1
+        if self._calls % self.SWEEP_EVERY:
+            return
+        for key, (window, hits) in list(self._windows.items()):
+            if not hits or hits[-1] <= now - window:
+                del self._windows[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._windows.clear()
+
+
+local_windows = LocalWindows()
+
+
+# --- Any kind -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    seconds: float
+
+
+def limit_of(kind: str) -> Limit | None:
+    """The kind's limit (settings.CHAT_WRITE_LIMITS), or None when it is off."""
+    if kind not in NOUNS:
+        raise KeyError(f"no write limit named {kind!r}: add it to chat.flood.NOUNS and CHAT_WRITE_LIMITS")
+    configured = settings.CHAT_WRITE_LIMITS.get(kind)
+    return None if configured is None else Limit(*configured)
+
+
+def kind_key(kind: str, key: str) -> str:
+    return f"chat:limit:{kind}:{key}"
+
+
+def admit(kind: str, key: str, *, count: bool = True) -> Verdict:
+    """Whether one more write of this kind is allowed now under `key` (counted, unless `count` is false)."""
+    limit = limit_of(kind)
+    if limit is None:
+        return Verdict(True)
+    window_key = kind_key(kind, key)
+    verdict = _redis_admit(window_key, at=time.time(), limit=limit.count, window=limit.seconds, count=count)
+    if verdict is None:
+        verdict = local_windows.admit(window_key, limit=limit.count, window=limit.seconds, count=count)
+    return verdict
+
+
+def sentence(kind: str, retry_after: float) -> str:
+    """ "Slow down: at most 30 reactions per minute. Try again in 12 seconds." """
+    limit = limit_of(kind) or Limit(0, 0)
+    return (
+        f"Slow down: at most {limit.count} {NOUNS[kind]} per {_window(limit.seconds)}. "
+        f"Try again in {_wait(retry_seconds(retry_after))}."
+    )
+
+
+def retry_seconds(retry_after: float) -> int:
+    return max(1, math.ceil(retry_after))
+
+
+def _window(seconds: float) -> str:
+    """60 -> "minute", 300 -> "5 minutes", 10 -> "10 seconds"."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return "minute" if seconds == 60 else f"{seconds / 60:g} minutes"
+    return "second" if seconds == 1 else f"{seconds:g} seconds"
+
+
+def _wait(seconds: int) -> str:
+    """12 -> "12 seconds", 1 -> "1 second", 240 -> "4 minutes" (rounded up past a minute and a half)."""
+    if seconds > 90:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
+
+
+# --- Over HTTP ----------------------------------------------------------------------------------------------------
+
+
+def client_key(request: HttpRequest) -> str:
+    """Who a write counts against: the user, or the client's address when anonymous (daphne --proxy-headers takes
+    it from X-Forwarded-For, which the proxy must set itself: SECURITY.md, "Production settings")."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"addr:{request.META.get('REMOTE_ADDR') or 'unknown'}"
+
+
+def refused(request: HttpRequest, kind: str, *, key: str | None = None) -> HttpResponse | None:
+    """Count one write of this kind by the request's user (or `key`); None when it may go ahead, else the 429."""
+    key = key or client_key(request)
+    verdict = admit(kind, key)
+    if verdict.admitted:
+        return None
+    retry_after = retry_seconds(verdict.retry_after)
+    logger.warning("write refused", extra={"kind": kind, "key": key, "retry_after": retry_after})
+    return too_many(request, kind, verdict.retry_after)
+
+
+def write_limited(kind: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Count every write request (not GET or HEAD) to the view against the user's limit of this kind, before the
+    view runs: over it the view is not called (an upload's body is not parsed) and the answer is 429."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def limited(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+            if request.method not in SAFE_METHODS:
+                refusal = refused(request, kind)
+                if refusal is not None:
+                    return refusal
+            return view(request, *args, **kwargs)
+
+        return limited
+
+    return decorate
+
+
+def too_many(request: HttpRequest, kind: str, retry_after: float) -> HttpResponse:
+    seconds = retry_seconds(retry_after)
+    response = error_response(request, sentence(kind, seconds), status=429)
+    response["Retry-After"] = str(seconds)
+    return response
+
+
+def error_response(request: HttpRequest, error: str, *, status: int) -> HttpResponse:
+    """A refusal the person can read: in #chat-error for htmx (role="alert", swapped out of band: the page's htmx
+    config swaps 413 and 429 answers, HX-Reswap keeps the rest of the page), a plain page otherwise, and
+    {"error": ...} for the API to come under /api/."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": error}, status=status)
+    if getattr(request, "htmx", False):
+        response = HttpResponse(fragments.chat_error(error=error), status=status)
+        response["HX-Reswap"] = "none"
+        return response
+    return render(request, "refused.html", {"error": error, "response_status": status}, status=status)
+
+
+# --- Messages over the socket ---------------------------------------------------------------------------------------
+
+
 def window_key(user_id: int) -> str:
     return f"chat:flood:{user_id}"
 
@@ -48,24 +311,12 @@ def message_admit(*, user_id: int, at: float) -> tuple[bool, str | None]:
 
     (True, None) means Redis could not say (not configured, or down): the caller counts in the database instead.
     """
-    client = _client()
-    if client is None:
+    verdict = _redis_admit(
+        window_key(user_id), at=at, limit=settings.CHAT_RATE_LIMIT_MESSAGES, window=settings.CHAT_RATE_LIMIT_SECONDS
+    )
+    if verdict is None:
         return True, None
-    member = uuid.uuid4().hex
-    try:
-        admitted = client.eval(
-            _ADMIT,
-            1,
-            window_key(user_id),
-            at,
-            settings.CHAT_RATE_LIMIT_SECONDS,
-            settings.CHAT_RATE_LIMIT_MESSAGES,
-            member,
-        )
-    except redis.RedisError as error:
-        logger.warning("flood count unavailable; counting in the database", extra={"reason": type(error).__name__})
-        return True, None
-    return bool(admitted), member if admitted else None
+    return verdict.admitted, verdict.member
 
 
 def message_forget(*, user_id: int, member: str) -> None:

@@ -6,6 +6,7 @@ from functools import wraps
 from django.conf import settings
 from django.contrib import messages as notices
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import (
     FileResponse,
     Http404,
@@ -20,7 +21,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import User
-from chat import attachments, errors, fragments, selectors, services
+from chat import attachments, errors, flood, fragments, selectors, services
+from chat.flood import write_limited
 from chat.models import Attachment, Room
 
 
@@ -48,12 +50,17 @@ def room_directory(request: HttpRequest) -> HttpResponse:
 def conversation_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Pass the view the conversation its URL names, for this reader: a room (created when new) by `room_name`,
     or the direct conversation with `username`. A room name that cannot be gets the clear 400 page; a conversation
-    the reader may not read is a 404, as if it did not exist (chat.services.conversation_open decides)."""
+    the reader may not read is a 404, as if it did not exist (chat.services.conversation_open decides). Opening a
+    new room's name creates the room: that counts against the reader's limit of new rooms."""
 
     @wraps(view)
     def with_conversation(
         request: HttpRequest, room_name: str | None = None, username: str | None = None, **kwargs: object
     ) -> HttpResponse:
+        if room_name is not None and room_is_new(room_name):
+            refusal = flood.refused(request, "rooms")
+            if refusal is not None:
+                return refusal
         try:
             room = services.rooms.conversation_open(user=request.user, room_name=room_name, username=username)
         except errors.InvalidRoomName as error:
@@ -64,6 +71,15 @@ def conversation_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
         return view(request, room, **kwargs)
 
     return with_conversation
+
+
+def room_is_new(name: str) -> bool:
+    """Whether opening this name would create a room (a valid name no room has yet, in any casing)."""
+    try:
+        services.rooms.room_name_validate(name)
+    except errors.InvalidRoomName:
+        return False
+    return selectors.room_get(name=name) is None
 
 
 @require_GET
@@ -139,6 +155,7 @@ def message_in_context(request: HttpRequest, room: Room, message_id: int) -> Htt
 
 @require_POST
 @login_required
+@write_limited("room_leave")
 @conversation_view
 def room_leave(request: HttpRequest, room: Room) -> HttpResponse:
     """Take the room off one's sidebar (it stays in the directory; opening it joins it again)."""
@@ -152,6 +169,7 @@ def room_leave(request: HttpRequest, room: Room) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@write_limited("room_settings")
 @conversation_view
 def room_settings(request: HttpRequest, room: Room) -> HttpResponse:
     """Who is in the room and whether it is private; its creator (or staff) changes them (`private=on`)."""
@@ -189,6 +207,7 @@ def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", sta
 
 @require_POST
 @login_required
+@write_limited("room_members")
 @conversation_view
 def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
     """Add a person to the room by `username` (its creator or staff): a private room's way in."""
@@ -197,6 +216,7 @@ def room_member_add(request: HttpRequest, room: Room) -> HttpResponse:
 
 @require_POST
 @login_required
+@write_limited("room_members")
 @conversation_view
 def room_member_remove(request: HttpRequest, room: Room) -> HttpResponse:
     """Take a person (`username`) out of the room (its creator or staff)."""
@@ -218,6 +238,7 @@ def room_members_change(request: HttpRequest, room: Room, change: Callable[..., 
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@write_limited("edits")
 def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
     """The author's inline edit form (GET), or the edit itself (POST); `?cancel` shows the message again."""
     message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
@@ -239,6 +260,7 @@ def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@write_limited("deletes")
 def message_retract(request: HttpRequest, message_id: int) -> HttpResponse:
     """Delete one's own message, leaving a placeholder in its place."""
     message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
@@ -263,6 +285,7 @@ def private_message_form(request: HttpRequest, room: Room) -> HttpResponse:
 
 @require_POST
 @login_required
+@write_limited("reactions")
 def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
     """Give or take back one's reaction (`emoji`) to a message one may read; the page gets the new counts."""
     message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
@@ -279,14 +302,19 @@ def reaction_toggle(request: HttpRequest, message_id: int) -> HttpResponse:
 
 
 # Exempt here, checked below: the size limit's handler must be in place before anything reads the body, and the
-# CSRF middleware would read it first.
+# CSRF middleware would read it first. The upload counts against the user's limit before the body is parsed.
 @csrf_exempt
 @require_POST
 @login_required
+@write_limited("uploads")
 def attachment_upload(request: HttpRequest, **conversation: str) -> HttpResponse:
     """Share the posted `file` (and `caption`) in the conversation as a message; an error shows in #chat-error."""
     limiter = attachments.SizeLimitedUploadHandler(request, limit=settings.CHAT_ATTACHMENT_MAX_BYTES)
     request.upload_handlers.insert(0, limiter)
+    try:
+        request.POST  # noqa: B018  parsed here, through the limiter; Django refuses a second file or 64 KiB of fields
+    except (RequestDataTooBig, TooManyFilesSent, TooManyFieldsSent):
+        return flood.error_response(request, attachments.too_large_sentence(), status=413)
     return _attachment_upload(request, **conversation, limiter=limiter)
 
 

@@ -23,7 +23,8 @@ application = ProtocolTypeRouter(
 )
 
 # Under daphne's command line (`daphne config.asgi:application`), which creates its server after importing this
-# module: serve with the server that closes the sockets with 1012 on SIGTERM (config/server.py).
+# module: serve with the server that closes the sockets with 1012 on SIGTERM and answers 413 to an oversize request
+# body before reading it (config/server.py).
 if "daphne.cli" in sys.modules:
     from daphne.cli import CommandLineInterface
 

@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # After the session, the user and htmx: counts every account form's POST (CHAT_WRITE_LIMITS).
+    "config.account_limits.AccountWriteLimitMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -133,7 +135,7 @@ if REDIS_URL:
             },
         }
     }
-    # allauth's rate limits live in the cache: while Redis is down they count per process, and login still works.
+    # Shared by every process; while Redis is down, each process's memory (config/cache.py).
     CACHES = {
         "default": {
             "BACKEND": "config.cache.FailSoftRedisCache",
@@ -171,9 +173,9 @@ ACCOUNT_LOGIN_METHODS = {"username"}
 ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = os.environ.get("ACCOUNT_EMAIL_VERIFICATION", "none")
 ACCOUNT_SESSION_REMEMBER = True
-if os.environ.get("ACCOUNT_RATE_LIMITS", "").lower() == "off":
-    # For load tests only: thousands of logins from one address.
-    ACCOUNT_RATE_LIMITS = False
+# allauth's own rate limits are off: signup, login, password resets and every other account form go through the
+# chat's write limits instead (CHAT_WRITE_LIMITS below, config/account_limits.py), one mechanism for every write.
+ACCOUNT_RATE_LIMITS = False
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
@@ -262,11 +264,74 @@ CHAT_RATE_LIMIT_SECONDS = float(os.environ.get("CHAT_RATE_LIMIT_SECONDS", "10"))
 CHAT_ATTACHMENT_MAX_BYTES = int(os.environ.get("CHAT_ATTACHMENT_MAX_BYTES", str(10 * 1024 * 1024)))
 CHAT_ATTACHMENT_RATE_LIMIT = int(os.environ.get("CHAT_ATTACHMENT_RATE_LIMIT", "5"))
 CHAT_ATTACHMENT_RATE_SECONDS = float(os.environ.get("CHAT_ATTACHMENT_RATE_SECONDS", "60"))
-CHAT_ATTACHMENT_MAX_PIXELS = int(os.environ.get("CHAT_ATTACHMENT_MAX_PIXELS", str(50_000_000)))
+CHAT_ATTACHMENT_MAX_PIXELS = int(os.environ.get("CHAT_ATTACHMENT_MAX_PIXELS", str(40_000_000)))
 CHAT_ATTACHMENT_THUMBNAIL_SIZE = 320
+# The largest request body: one attachment and the form around it (caption, CSRF token, multipart headers). daphne
+# answers 413 to a body declared (or, chunked, grown) larger before reading it (config/server.py); nginx's upload
+# locations allow exactly this much (deploy/nginx.conf).
+UPLOAD_FORM_ALLOWANCE_BYTES = 64 * 1024
+REQUEST_BODY_MAX_BYTES = CHAT_ATTACHMENT_MAX_BYTES + UPLOAD_FORM_ALLOWANCE_BYTES
+# Django's own bounds, per request: every field but the file fits in the allowance, at most one file (the upload
+# form's), a file over 2.5 MiB is spooled to a temporary file instead of memory, and no form of the site (the
+# admin's bulk actions on 100 rows included) has more than 200 fields.
+DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_FORM_ALLOWANCE_BYTES
+DATA_UPLOAD_MAX_NUMBER_FILES = 1
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 # Behind nginx: the URL prefix of its internal location for MEDIA_ROOT (deploy/nginx.conf). Set, the file view
 # checks access and answers with X-Accel-Redirect, and nginx sends the bytes. Unset: the app streams them.
 CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT", "").strip()
+
+# Writes over HTTP (README and SECURITY.md, "Limits"; chat/flood.py): at most <count> of each kind per sliding
+# <seconds>, per user (per client address when anonymous); over it the answer is 429 with Retry-After and a sentence.
+# CHAT_WRITE_LIMITS changes some kinds, e.g. "reactions=10/60,signup=5/60,rooms=off". ACCOUNT_RATE_LIMITS=off (the
+# load tests' environments set it: thousands of logins from one address) turns every kind off first.
+WRITE_LIMIT_DEFAULTS: dict[str, tuple[int, float]] = {
+    "reactions": (30, 60),
+    "edits": (30, 60),
+    "deletes": (30, 60),
+    "uploads": (CHAT_ATTACHMENT_RATE_LIMIT, CHAT_ATTACHMENT_RATE_SECONDS),
+    "room_settings": (30, 60),
+    "room_members": (30, 60),
+    "room_leave": (30, 60),
+    # Rooms created by opening a new name (GET /chat/<new name>/ or any page under it); opening one that exists is
+    # not counted.
+    "rooms": (30, 60),
+    "signup": (30, 60),
+    "login": (30, 60),
+    # Per account (the username typed), failed passwords only: then even the right one waits (allauth's default).
+    "login_failed": (5, 300),
+    "password_reset": (30, 60),
+    # Per email address typed into the reset form: its mailbox gets at most this many reset emails.
+    "password_reset_email": (5, 60),
+    "password_change": (30, 60),
+    # Any other account form (email addresses, reauthentication).
+    "account": (30, 60),
+    # Personal API tokens, to come.
+    "tokens": (30, 60),
+}
+
+
+def write_limits(defaults: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float] | None]:
+    """The defaults, with CHAT_WRITE_LIMITS' changes: `kind=count/seconds`, `kind=count` (per 60 s) or `kind=off`."""
+    off = os.environ.get("ACCOUNT_RATE_LIMITS", "").strip().lower() == "off"
+    limits: dict[str, tuple[int, float] | None] = {kind: None if off else limit for kind, limit in defaults.items()}
+    for item in env_list("CHAT_WRITE_LIMITS"):
+        kind, _, value = (part.strip() for part in item.partition("="))
+        if kind not in defaults:
+            raise ImproperlyConfigured(f"CHAT_WRITE_LIMITS names {kind!r}: the kinds are {', '.join(defaults)}.")
+        if value.lower() == "off":
+            limits[kind] = None
+            continue
+        count, _, seconds = value.partition("/")
+        try:
+            limits[kind] = (int(count), float(seconds or 60))
+        except ValueError:
+            raise ImproperlyConfigured(f"CHAT_WRITE_LIMITS: {item!r} is not kind=count/seconds or kind=off.") from None
+    return limits
+
+
+CHAT_WRITE_LIMITS = write_limits(WRITE_LIMIT_DEFAULTS)
 # A process refreshes its connections every PRESENCE_HEARTBEAT seconds; connections not refreshed
 # for PRESENCE_TIMEOUT seconds belong to a process that died and are removed by the next heartbeat
 # of a living one: at most TIMEOUT + HEARTBEAT = 60 s after the death (docs/contract.md).

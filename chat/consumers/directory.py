@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 
 from chat import fragments, selectors
 from chat.consumers.base import CLOSE_UNAUTHENTICATED, HubConsumer, socket_log_fields
-from chat.events import Fragment, RoomActivity, RoomListed
+from chat.events import Fragment, MentionFlagged, RoomActivity, RoomListed, RoomOnlineCounted, RoomUnlisted
 from chat.groups import DIRECTORY_GROUP, directory_user_group, session_group
 from chat.transport import Frame
 
@@ -21,6 +21,8 @@ class RoomDirectoryConsumer(HubConsumer):
     """The room directory page."""
 
     listed_up_to = 0
+    # The rooms this page lists: news of any other room has nothing to update on it.
+    listed: set[int]
 
     async def connect(self) -> None:
         """Join the directory's groups and send this page of the list and the sidebar again (it may have been away)."""
@@ -34,6 +36,7 @@ class RoomDirectoryConsumer(HubConsumer):
             return
         # The page's own query (the socket's URL carries it): the list it shows, and whether new rooms go on it.
         self.grant_make()
+        self.listed = set()
         query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
         self.page, self.query = query.get("page", ["1"])[0], query.get("q", [""])[0].strip()[:50]
         groups = [
@@ -50,6 +53,7 @@ class RoomDirectoryConsumer(HubConsumer):
         """This page of the list and the sidebar; the newest message id the list counts (news up to it is in it)."""
         self.listed_up_to = selectors.message_latest_id()
         rooms = selectors.room_directory(user=self.user, query=self.query, page=self.page)
+        self.listed = {room.pk for room in rooms}
         live = fragments.connection(state="live")
         return fragments.directory_room_list(rooms=rooms) + self.sidebar_render(current=None) + live
 
@@ -66,7 +70,13 @@ class RoomDirectoryConsumer(HubConsumer):
         if self.session_ended:
             return None
         match event:
-            case RoomListed() if self.query or self.page != "1":  # new rooms go on top of the first page
+            case RoomListed():
+                if self.query or self.page != "1":  # new rooms go on top of the first page
+                    return None
+                self.listed.add(event.room_id)
+            case RoomUnlisted() | RoomOnlineCounted() | MentionFlagged() | RoomActivity() if (
+                event.room_id not in self.listed
+            ):
                 return None
             case RoomActivity():
                 # A list made after some of these messages counts them already (or its user saw them).

@@ -50,6 +50,7 @@ class DirectoryDesk(Subscriptions):
         for item in news.values():
             last_message_at = datetime.fromtimestamp(item.last_message_at, tz=UTC)
             activity = RoomActivity(
+                room_id=item.room.pk,
                 html=fragments.directory_activity(room=item.room, last_message_at=last_message_at),
                 news_html=fragments.directory_unread_one_more(room=item.room),
                 messages=sorted(item.messages),

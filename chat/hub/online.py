@@ -251,7 +251,7 @@ class PresenceTicker(Subscriptions):
             if state.listed:
                 count = await presence.store().count(room_id=state.room_id)
                 html = fragments.directory_online_count(room=Room(pk=state.room_id), online_count=count)
-                await self.publish(RoomOnlineCounted(html=html), DIRECTORY_GROUP)
+                await self.publish(RoomOnlineCounted(room_id=state.room_id, html=html), DIRECTORY_GROUP)
 
     async def heartbeat(self) -> None:
         """Keep this process's presence alive; announce users whose process died."""

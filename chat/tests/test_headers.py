@@ -12,6 +12,7 @@ from django.test import Client
 
 from chat import selectors, services
 from chat.models import Room
+from tests.support.html import parse
 
 pytestmark = pytest.mark.django_db
 
@@ -110,12 +111,24 @@ def test_the_room_pages_own_style_carries_the_responses_nonce(alice_client: Clie
 
 def test_htmx_is_configured_for_a_policy_without_eval(alice_client: Client, lobby: Room):
     html = alice_client.get("/chat/lobby/").content.decode()
-    config = (
-        '<meta name="htmx-config" content=\'{"allowEval": false, "selfRequestsOnly": true, '
-        '"allowScriptTags": false, "includeIndicatorStyles": false}\'>'
-    )
-    assert config in html
-    assert html.index(config) < html.index("htmx.min.js")
+    [config] = [attrs["content"] for tag, attrs in parse(html).tags if attrs.get("name") == "htmx-config"]
+    assert html.index('name="htmx-config"') < html.index("htmx.min.js")
+    settings = json.loads(config)
+    assert settings.pop("responseHandling") == [
+        {"code": "204", "swap": False},
+        # A refusal (too large, too many) shows its out-of-band #chat-error and leaves the rest of the page.
+        {"code": "413", "swap": True, "swapOverride": "none"},
+        {"code": "429", "swap": True, "swapOverride": "none"},
+        # htmx's defaults for everything else.
+        {"code": "[23]..", "swap": True},
+        {"code": "[45]..", "swap": False, "error": True},
+    ]
+    assert settings == {
+        "allowEval": False,
+        "selfRequestsOnly": True,
+        "allowScriptTags": False,
+        "includeIndicatorStyles": False,
+    }
 
 
 def test_no_template_needs_what_the_policy_forbids():

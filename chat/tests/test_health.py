@@ -92,7 +92,26 @@ def test_readyz_names_the_database_when_it_fails(client: Client, monkeypatch):
     response = client.get("/readyz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "unreachable: RuntimeError: connection refused", "channel_layer": "ok"}
+    assert response.json() == {"database": "unreachable", "channel_layer": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_tells_anyone_what_failed_but_only_the_log_why(client: Client, monkeypatch, caplog):
+    # What a driver says names hosts, ports, users and databases: /readyz needs no login.
+    reason = 'connection to server at "db.internal" (10.0.0.7), port 5432 failed: password authentication failed'
+    monkeypatch.setattr(health, "_database_select_one", failing(reason))
+
+    with caplog.at_level("WARNING", logger="config.health"):
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"database": "unreachable", "channel_layer": "ok"}
+    for secret in ("db.internal", "10.0.0.7", "5432", "password", "RuntimeError"):
+        assert secret not in response.content.decode()
+    [failure] = [r for r in caplog.records if r.getMessage() == "readiness check failed"]
+    assert failure.check == "database"
+    assert failure.exc_info[0] is RuntimeError
+    assert reason in str(failure.exc_info[1])
 
 
 async def test_readyz_gives_up_on_a_check_after_a_second(monkeypatch):
@@ -124,7 +143,7 @@ def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(client: C
     assert response.status_code == 503
     report = response.json()
     assert report["database"] == "ok"
-    assert report["channel_layer"].startswith(("unreachable: ", "timeout: ")), report
+    assert report["channel_layer"] == "unreachable" or report["channel_layer"].startswith("timeout: "), report
 
     redis_server.start()
     response = client.get("/readyz")
@@ -139,6 +158,5 @@ def test_readyz_logs_what_is_not_ready(client: Client, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="config.health"):
         client.get("/readyz")
 
-    [record] = [r for r in caplog.records if r.name == "config.health"]
-    assert record.getMessage() == "not ready"
-    assert record.checks == {"database": "unreachable: RuntimeError: down", "channel_layer": "ok"}
+    [record] = [r for r in caplog.records if r.name == "config.health" and r.getMessage() == "not ready"]
+    assert record.checks == {"database": "unreachable", "channel_layer": "ok"}

@@ -49,11 +49,6 @@ def test_when_people_type_send_arrive_and_leave_then_no_page_logs_an_htmx_error(
         expect(page.locator("template")).to_have_count(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a directory page sent the online count, activity and unread mark of a room it does not list "
-    "(RoomDirectoryConsumer.frame_for in chat/consumers.py sends them to every directory page)",
-)
 def test_when_a_room_a_search_does_not_list_is_busy_then_the_directory_logs_no_htmx_error(
     new_user: Callable[..., ChatUser], new_room: Callable[[str], str]
 ) -> None:

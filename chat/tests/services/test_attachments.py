@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.files import uploadedfile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from chat import fragments, services
+from chat import attachments, fragments, services
 from chat.models import Attachment, Message, Room
 from chat.tests.conftest import direct_message, drain, joined, receive_until
 from tests.support.html import parse, visible_text
+from tests.support.servers import BASE_DIR
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +58,22 @@ def pixel_bomb() -> bytes:
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     rows = zlib.compress(b"\x00" * 1000)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def png_announcing(width: int, height: int) -> bytes:
+    """A real PNG of that size, all black: its rows compress to almost nothing (7000 x 7000 is about 140 KiB)."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * width)  # filter byte, then RGB
+    rows = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def webp_announcing(width: int, height: int) -> bytes:
+    """The header of an extended WebP (VP8X) announcing that canvas, and nothing to draw on it."""
+    canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    chunk = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + canvas
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
 
 
 def upload(client: Client, name: str, content: bytes, room: str = "lobby", caption: str = "", **headers: str):
@@ -189,6 +213,70 @@ def test_a_pixel_bomb_is_refused_before_it_is_decoded(room, alice, media_root):
     assert stored_files(media_root) == []
 
 
+def peak_memory_of_inspecting(path: Path, max_pixels: int) -> tuple[str, int]:
+    """Judge the file in a fresh process: whether it was decoded or refused, and how many MiB the process's peak
+    resident memory grew meanwhile (Pillow allocates pixels in C, where tracemalloc does not see them)."""
+    code = textwrap.dedent(
+        f"""
+        import resource
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from chat.attachments import ImageTooLarge, inspect
+        upload = SimpleUploadedFile("bomb.png", open({str(path)!r}, "rb").read())
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            inspect(upload, max_pixels={max_pixels}, thumbnail_size=320)
+            outcome = "decoded"
+        except ImageTooLarge:
+            outcome = "refused"
+        print(outcome, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True, timeout=120, check=True
+    )
+    outcome, grown = result.stdout.split()
+    return outcome, int(grown)
+
+
+def test_a_small_png_announcing_49_megapixels_is_refused_without_being_decoded(room, alice, settings, tmp_path):
+    assert settings.CHAT_ATTACHMENT_MAX_PIXELS == 40_000_000
+    bomb = png_announcing(7000, 7000)
+    assert len(bomb) < 200 * 1024
+    (path := tmp_path / "bomb.png").write_bytes(bomb)
+
+    outcome, grown = peak_memory_of_inspecting(path, settings.CHAT_ATTACHMENT_MAX_PIXELS)
+
+    assert outcome == "refused"
+    assert grown < 16, f"{grown} MiB allocated to refuse it"
+    # The measure sees a decode: the same file under the old limit (50 million) costs well over 100 MiB.
+    assert peak_memory_of_inspecting(path, 50_000_000)[0] == "decoded"
+    assert peak_memory_of_inspecting(path, 50_000_000)[1] > 100
+    response = upload(logged_in(alice), "bomb.png", bomb, HX_Request="true")
+    assert "too large to show (7000x7000 pixels; at most 40,000,000)" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+
+
+def test_a_webp_announcing_a_huge_canvas_is_refused_before_pillow_opens_it(room, alice, monkeypatch):
+    # Pillow's WebP decoder allocates the whole canvas as it opens the file: the size is read from the header first.
+    opened = []
+    monkeypatch.setattr(attachments.Image, "open", lambda *args, **kwargs: opened.append(args))
+    bomb = webp_announcing(10_000, 10_000)
+    assert attachments.webp_canvas_size(bomb[:30]) == (10_000, 10_000)
+
+    response = upload(logged_in(alice), "bomb.webp", bomb, HX_Request="true")
+
+    assert "too large to show (10000x10000 pixels" in visible_text(response.content.decode())
+    assert opened == []
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_the_webp_header_is_read_as_pillow_reads_it(lossless):
+    data = io.BytesIO()
+    Image.new("RGBA" if lossless else "RGB", (321, 123), "orange").save(data, format="WEBP", lossless=lossless)
+    assert attachments.webp_canvas_size(data.getvalue()[:30]) == (321, 123)
+
+
 def test_the_pixel_limit_is_a_setting(room, alice, settings):
     settings.CHAT_ATTACHMENT_MAX_PIXELS = 100
     response = upload(logged_in(alice), "small.png", png_bytes((20, 20)), HX_Request="true")
@@ -196,14 +284,79 @@ def test_the_pixel_limit_is_a_setting(room, alice, settings):
 
 
 def test_uploads_per_user_are_rate_limited(room, alice, bob, settings):
-    settings.CHAT_ATTACHMENT_RATE_LIMIT = 2
+    settings.CHAT_WRITE_LIMITS = {**settings.CHAT_WRITE_LIMITS, "uploads": (2, 60)}
     client = logged_in(alice)
     for n in range(2):
         assert upload(client, f"{n}.txt", b"hi").status_code == 302
     response = upload(client, "3.txt", b"hi", HX_Request="true")
-    assert "Slow down" in visible_text(response.content.decode())
+    assert response.status_code == 429
+    assert "Slow down: at most 2 files per minute" in visible_text(response.content.decode())
     assert Attachment.objects.count() == 2
     assert upload(logged_in(bob), "b.txt", b"hi").status_code == 302
+
+
+# --- The size of a request, not only of its file -----------------------------------------------------------------
+
+
+def test_djangos_own_bounds_match_the_upload_form(settings):
+    assert settings.REQUEST_BODY_MAX_BYTES == settings.CHAT_ATTACHMENT_MAX_BYTES + 64 * 1024
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == 64 * 1024
+    assert settings.DATA_UPLOAD_MAX_NUMBER_FILES == 1
+    assert settings.FILE_UPLOAD_MAX_MEMORY_SIZE < settings.CHAT_ATTACHMENT_MAX_BYTES
+
+
+@pytest.fixture
+def spooled(monkeypatch) -> list[str]:
+    """The names of the uploaded files Django writes to temporary files during the test."""
+    names = []
+    original = uploadedfile.TemporaryUploadedFile.__init__
+
+    def note(self, name, *args, **kwargs):
+        names.append(name)
+        original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(uploadedfile.TemporaryUploadedFile, "__init__", note)
+    return names
+
+
+def test_more_files_in_one_upload_are_refused_before_they_are_spooled(room, alice, media_root, spooled):
+    # Each was under the file limit: before, four extra 9 MiB files went to temporary files with the shared one.
+    files = {"file": SimpleUploadedFile("a.txt", b"hi")}
+    files |= {f"extra{n}": SimpleUploadedFile(f"{n}.bin", b"\0" * (6 * MiB)) for n in range(2)}
+
+    response = logged_in(alice).post("/chat/lobby/attachments/", files, headers={"HX-Request": "true"})
+
+    assert response.status_code == 413
+    assert response["HX-Reswap"] == "none"
+    sentence = "Files can be at most 10 MiB, one at a time; that upload is larger."
+    assert visible_text(response.content.decode()) == sentence
+    assert spooled in ([], ["a.txt"])  # the shared file may be (the request is large), the extra ones never
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
+
+
+def test_the_fields_beside_the_file_hold_at_most_64_kib(room, alice, media_root):
+    file = SimpleUploadedFile("a.txt", b"hi")
+    data = {"caption": "x" * 1000, "file": file, "padding": "y" * (64 * 1024)}
+
+    response = logged_in(alice).post("/chat/lobby/attachments/", data)
+
+    assert response.status_code == 413
+    assert "one at a time; that upload is larger" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+
+
+def test_the_files_of_one_request_count_together_against_the_size_limit(room, alice, settings, media_root):
+    # Even where Django would take more than one file, their bytes together are bounded.
+    settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5
+    data = {"file": SimpleUploadedFile("a.bin", b"a" * 600), "again": SimpleUploadedFile("b.bin", b"b" * 600)}
+
+    response = logged_in(alice).post("/chat/lobby/attachments/", data, headers={"HX-Request": "true"})
+
+    assert "at most" in visible_text(response.content.decode())
+    assert not Message.objects.exists()
+    assert stored_files(media_root) == []
 
 
 def test_uploading_needs_a_login_a_post_and_a_csrf_token(room, alice):
@@ -236,6 +389,7 @@ def test_the_room_page_shows_attachments_in_a_constant_number_of_queries(
     room, alice, settings, django_assert_max_num_queries
 ):
     settings.CHAT_ATTACHMENT_RATE_LIMIT = 100
+    settings.CHAT_WRITE_LIMITS = {**settings.CHAT_WRITE_LIMITS, "uploads": (100, 60)}
     client = logged_in(alice)
     for n in range(3):
         upload(client, f"{n}.png", png_bytes((10, 10)))
@@ -402,3 +556,30 @@ def test_a_file_shared_privately_is_served_to_its_two_people_only(room, alice, b
     assert message.is_private
     path = f"/chat/files/{message.attachment.pk}/"
     assert [logged_in(user).get(path).status_code for user in (alice, bob, carol)] == [200, 200, 404]
+
+
+# --- nginx in front (deploy/nginx.conf) ---------------------------------------------------------------------------
+
+
+def nginx_conf() -> str:
+    return (BASE_DIR / "deploy" / "nginx.conf").read_text()
+
+
+def test_nginx_takes_an_upload_on_every_path_the_app_takes_one(room, alice, bob, settings):
+    from django.urls import reverse
+
+    # Before, only /chat/.../attachments/ had the larger body size: a file over 1 MiB to a person got nginx's 413.
+    paths = [reverse("chat:attachments", args=["lobby"]), reverse("dm:attachments", args=["bob"])]
+    locations = re.findall(r"location ~ (\S+) \{\s*client_max_body_size (\d+)k;", nginx_conf())
+    for path in paths:
+        sizes = [int(size) * 1024 for pattern, size in locations if re.match(pattern, path)]
+        assert sizes == [settings.REQUEST_BODY_MAX_BYTES], path
+
+
+def test_nginx_answers_its_413_with_the_sentence_in_chat_error():
+    conf = nginx_conf()
+    assert re.search(r"^\s*error_page 413 @too_large;", conf, re.MULTILINE)
+    body = re.search(r"location @too_large \{.*?return 413 '(.*?)';", conf, re.DOTALL)[1].replace("\\n", "\n")
+    (error,) = [attrs for _, attrs in parse(body).tags if attrs.get("id") == "chat-error"]
+    assert error == {"id": "chat-error", "role": "alert", "hx-swap-oob": "true"}
+    assert visible_text(body) == attachments.too_large_sentence()
