@@ -37,3 +37,13 @@ class StorageError(ChatError):
     """The database refused the message: nothing is stored, nothing is published."""
 
     reason = "storage_failed"
+
+
+class TooManyWrites(ChatError):
+    """A write over its limit (chat.flood): `kind` names the limit, `retry_after` says when there is room again."""
+
+    reason = "rate_limited"
+
+    def __init__(self, message: str, *, kind: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.kind, self.retry_after = kind, retry_after

@@ -12,10 +12,8 @@ and server processes. When Redis is not configured, or while it does not answer:
 
 Around a switch either way one window may admit up to twice the limit: the two counts do not see each other.
 
-Views use `write_limited(kind)`, which counts a request before the view runs (for an upload, before its body is
-parsed); code that writes only on some requests (creating a room by opening its name) calls `refused(request,
-kind)`. Over the limit the answer is 429 with `Retry-After` and a sentence: in `#chat-error` for htmx, a plain
-page otherwise, JSON under /api/.
+Over HTTP, chat.http_limits applies these counts to requests and answers a refusal (429, `Retry-After`, a
+sentence); a service that writes only on some calls (creating a room by opening its name) calls `admit` itself.
 """
 
 from __future__ import annotations
@@ -26,16 +24,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 
 import redis
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-
-from chat import fragments
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +51,6 @@ return {1, 0}
 
 # While Redis is down, say so at most this often.
 WARNING_INTERVAL_SECONDS = 30.0
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 # What each kind counts, for the sentence: "at most 30 <noun> per minute".
 NOUNS = {
@@ -236,67 +227,6 @@ def _wait(seconds: int) -> str:
     if seconds > 90:
         return f"{math.ceil(seconds / 60)} minutes"
     return "1 second" if seconds == 1 else f"{seconds} seconds"
-
-
-# --- Over HTTP ----------------------------------------------------------------------------------------------------
-
-
-def client_key(request: HttpRequest) -> str:
-    """Who a write counts against: the user, or the client's address when anonymous (daphne --proxy-headers takes
-    it from X-Forwarded-For, which the proxy must set itself: SECURITY.md, "Production settings")."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return f"user:{user.pk}"
-    return f"addr:{request.META.get('REMOTE_ADDR') or 'unknown'}"
-
-
-def refused(request: HttpRequest, kind: str, *, key: str | None = None) -> HttpResponse | None:
-    """Count one write of this kind by the request's user (or `key`); None when it may go ahead, else the 429."""
-    key = key or client_key(request)
-    verdict = admit(kind, key)
-    if verdict.admitted:
-        return None
-    retry_after = retry_seconds(verdict.retry_after)
-    logger.warning("write refused", extra={"kind": kind, "key": key, "retry_after": retry_after})
-    return too_many(request, kind, verdict.retry_after)
-
-
-def write_limited(kind: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Count every write request (not GET or HEAD) to the view against the user's limit of this kind, before the
-    view runs: over it the view is not called (an upload's body is not parsed) and the answer is 429."""
-
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @wraps(view)
-        def limited(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-            if request.method not in SAFE_METHODS:
-                refusal = refused(request, kind)
-                if refusal is not None:
-                    return refusal
-            return view(request, *args, **kwargs)
-
-        return limited
-
-    return decorate
-
-
-def too_many(request: HttpRequest, kind: str, retry_after: float) -> HttpResponse:
-    seconds = retry_seconds(retry_after)
-    response = error_response(request, sentence(kind, seconds), status=429)
-    response["Retry-After"] = str(seconds)
-    return response
-
-
-def error_response(request: HttpRequest, error: str, *, status: int) -> HttpResponse:
-    """A refusal the person can read: in #chat-error for htmx (role="alert", swapped out of band: the page's htmx
-    config swaps 413 and 429 answers, HX-Reswap keeps the rest of the page), a plain page otherwise, and
-    {"error": ...} for the API to come under /api/."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"error": error}, status=status)
-    if getattr(request, "htmx", False):
-        response = HttpResponse(fragments.chat_error(error=error), status=status)
-        response["HX-Reswap"] = "none"
-        return response
-    return render(request, "refused.html", {"error": error, "response_status": status}, status=status)
 
 
 # --- Messages over the socket ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
-from chat import flood
+from chat import flood, http_limits
 
 # URL name -> kind; any other allauth view ("account_...") is "account".
 ACCOUNT_KINDS = {
@@ -63,13 +63,13 @@ class AccountWriteLimitMiddleware:
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        if request.method in flood.SAFE_METHODS or request.resolver_match is None:
+        if request.method in http_limits.SAFE_METHODS or request.resolver_match is None:
             return None
         view_name = request.resolver_match.view_name
         kind = account_kind(view_name)
         if kind is None:
             return None
-        refusal = flood.refused(request, kind)
+        refusal = http_limits.refused(request, kind)
         if refusal is None and view_name in LOGIN_FIELDS:
             username = request.POST.get(LOGIN_FIELDS[view_name], "")
             if username:
@@ -77,14 +77,14 @@ class AccountWriteLimitMiddleware:
         if refusal is None and view_name == "account_reset_password":
             email = request.POST.get("email", "")
             if email:
-                refusal = flood.refused(request, "password_reset_email", key=typed_key("email", email))
+                refusal = http_limits.refused(request, "password_reset_email", key=typed_key("email", email))
         return refusal
 
 
 def login_failures_full(request: HttpRequest, username: str) -> HttpResponse | None:
     """The 429 when the account's failed logins fill their window (looked at, not counted)."""
     verdict = flood.admit("login_failed", typed_key("login", username), count=False)
-    return None if verdict.admitted else flood.too_many(request, "login_failed", verdict.retry_after)
+    return None if verdict.admitted else http_limits.too_many(request, "login_failed", verdict.retry_after)
 
 
 @receiver(user_login_failed, dispatch_uid="chat_login_failed_counted")

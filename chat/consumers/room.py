@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 from functools import partial
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
 
 from chat import fragments, selectors
 from chat.consumers.base import (
@@ -44,6 +47,9 @@ logger = logging.getLogger(__package__)
 # The browser sends typing notices at most every 2 s; the server forwards at most one a second, below the
 # browser's period, so that it never drops a notice the browser's throttle let through (a flood it does drop).
 TYPING_THROTTLE_SECONDS = 1.0
+
+# A shared log holding a message still in its edit window is rendered again after this long (its minutes left).
+LOG_EDIT_MINUTES_FRESH_SECONDS = 60.0
 
 # Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
 WARNING_REASONS = frozenset({"too_long", "rate_limited"})
@@ -190,7 +196,9 @@ class ChatRoomConsumer(HubConsumer):
         state = self.state
         online_html = await hub().room_online(state)
         version = state.log_version
-        cached = state.log if state.log is not None and state.log.version == version else None
+        log = state.log
+        fresh = log is not None and log.version == version and time.monotonic() < log.fresh_until
+        cached = log if fresh else None
         log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
         if fresh is not None and state.log_version == version:
             state.log = fresh
@@ -206,6 +214,9 @@ class ChatRoomConsumer(HubConsumer):
             room_messages = selectors.room_messages_recent(room=self.room)
             html = fragments.message_log(room=self.room, messages=room_messages)
             cached = fresh = CachedLog(version=version, messages=room_messages, html=html)
+            window = timedelta(seconds=settings.CHAT_EDIT_WINDOW_SECONDS)
+            if room_messages and timezone.now() - room_messages[-1].created_at < window:
+                fresh.fresh_until = time.monotonic() + LOG_EDIT_MINUTES_FRESH_SECONDS
         latest_id = cached.messages[-1].pk if cached.messages else 0
         last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
         sidebar_html = self.sidebar_render(current=self.room)

@@ -36,6 +36,9 @@ class CachedLog:
     version: int
     messages: list[Message]
     html: str
+    # Until when (the loop's clock) it may be reused: a message still in its edit window shows the minutes it has
+    # left, which go stale within a minute; otherwise until the room changes.
+    fresh_until: float = float("inf")
 
 
 @dataclass

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import User
 from chat import attachments
@@ -20,20 +18,6 @@ from chat.services.messages import message_create
 from chat.services.storage import attachment_files_delete
 
 logger = logging.getLogger(__name__)
-
-
-def attachment_rate_check(*, author: User) -> None:
-    """At most N uploads per sliding window per user; call it in the transaction that stores (it locks the author)."""
-    User.objects.select_for_update().filter(pk=author.pk).values_list("pk").get()
-    window = settings.CHAT_ATTACHMENT_RATE_SECONDS
-    since = timezone.now() - timedelta(seconds=window)
-    sent = Attachment.objects.filter(message__author=author, created_at__gte=since).count()
-    if sent >= settings.CHAT_ATTACHMENT_RATE_LIMIT:
-        raise ChatError(
-            f"Slow down: at most {settings.CHAT_ATTACHMENT_RATE_LIMIT} files in {window:g} seconds. "
-            "Try again in a moment.",
-            reason="upload_rate_limited",
-        )
 
 
 def attachment_size_check(*, size: int | None) -> None:
@@ -87,7 +71,6 @@ def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, 
         with transaction.atomic():
             # First of the commit's callbacks: a failing live delivery after it must not delete committed files.
             transaction.on_commit(partial(committed.append, True))
-            attachment_rate_check(author=author)
             message = message_create(room=room, author=author, body=caption)
             attachment.message = message
             # The storage writes the bytes under a name of our own (Attachment.file's upload_to), never the upload's.

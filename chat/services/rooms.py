@@ -7,8 +7,8 @@ from functools import partial
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
-from chat import broadcasts, selectors
-from chat.errors import ChatError, InvalidRoomName, NotFound
+from chat import broadcasts, flood, selectors
+from chat.errors import ChatError, InvalidRoomName, NotFound, TooManyWrites
 from chat.models import ROOM_NAME_RE, Membership, Room, direct_room_name
 
 
@@ -24,6 +24,12 @@ def room_get_or_create(*, name: str, by: User | None = None) -> Room:
     room = selectors.room_get(name=name)
     if room is not None:
         return room
+    if by is not None:  # opening a new name creates a room: a write like any other, counted (HTTP or socket)
+        verdict = flood.admit("rooms", f"user:{by.pk}")
+        if not verdict.admitted:
+            raise TooManyWrites(
+                flood.sentence("rooms", verdict.retry_after), kind="rooms", retry_after=verdict.retry_after
+            )
     try:
         with transaction.atomic():
             room = Room.objects.create(name=name, created_by=by)

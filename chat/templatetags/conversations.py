@@ -3,15 +3,18 @@
 `{% conversation_url room "search" %}`: a conversation's page for the reader, whether a room or a direct one.
 `{{ value|machine_datetime }}`: a `<time datetime>` value HTML accepts (whole seconds, with the offset).
 `{% attachment_limit as limit %}`: the largest file a person may share, in bytes.
+`{{ message|edit_minutes_left }}`: whole minutes (rounded up) its author may still edit it, as the stylesheet's
+`edit-left-<n>` classes count them (0 to 15; empty beyond: the links stay until the next render).
 """
 
+import math
 from datetime import datetime
 
 from django import template
 from django.conf import settings
 from django.utils import timezone
 
-from chat.models import Room
+from chat.models import Message, Room
 
 register = template.Library()
 
@@ -35,3 +38,15 @@ def machine_datetime(value: datetime | None) -> str:
 @register.simple_tag
 def attachment_limit() -> int:
     return settings.CHAT_ATTACHMENT_MAX_BYTES
+
+
+# The stylesheet has a rule for each of 0 to EDIT_MINUTES_STYLED minutes left (static/css/chat.css).
+EDIT_MINUTES_STYLED = 15
+
+
+@register.filter
+def edit_minutes_left(message: Message) -> str:
+    """Minutes the message's edit window has left, rounded up: after that many, its Edit and Delete hide."""
+    elapsed = (timezone.now() - message.created_at).total_seconds()
+    minutes = max(0, math.ceil((settings.CHAT_EDIT_WINDOW_SECONDS - elapsed) / 60))
+    return str(minutes) if minutes <= EDIT_MINUTES_STYLED else ""

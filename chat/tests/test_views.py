@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from chat import presence, services
+from chat import fragments, presence, services
 from chat.models import Message, Room
 from chat.tests.conftest import direct_message
 from tests.support.html import element_ids, element_tags, visible_text
@@ -174,11 +178,11 @@ def test_a_room_of_100000_messages_opens_and_scrolls_back_in_a_constant_number_o
     )
     middle = Message.objects.filter(room=room).order_by("id").values_list("id", flat=True)[50_000]
     alice_client.get("/chat/big/")  # the first visit joins the room
-    # session, user, the new-room check (chat.views.room_is_new), room, log (room + private), read mark, online
+    # session, user, room, log (room + private), read mark, online
     # users, sidebar (latest id, rooms, counts)
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(9):
         assert alice_client.get("/chat/big/").status_code == 200
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(5):
         older = alice_client.get(f"/chat/big/history/?before={middle}").content.decode()
     assert _message_ids(older)[-1] == middle - 1
     assert len(_message_ids(older)) == 50
@@ -299,6 +303,46 @@ def test_nobody_edits_or_deletes_another_users_message(alice_client, bob):
     assert alice_client.post(f"/chat/messages/{message.pk}/delete/").status_code == 403
     message.refresh_from_db()
     assert (message.body, message.edited_at, message.retracted_at) == ("mine", None, None)
+
+
+def test_an_edit_or_delete_after_the_window_is_answered_in_the_error_line_and_changes_nothing(alice_client, alice):
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=alice, body="old")
+    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(minutes=16))
+    htmx = {"HTTP_HX_REQUEST": "true"}
+
+    for response in (
+        alice_client.get(f"/chat/messages/{message.pk}/edit/", **htmx),
+        alice_client.post(f"/chat/messages/{message.pk}/delete/", **htmx),
+    ):
+        assert response.status_code == 403
+        assert response["HX-Reswap"] == "none"  # the message stays as the page shows it
+        html = response.content.decode()
+        assert element_ids(html) == ["chat-error"]
+        assert 'hx-swap-oob="true"' in html
+        assert visible_text(html) == "Messages can be changed for 15 minutes after sending."
+    message.refresh_from_db()
+    assert (message.body, message.retracted_at) == ("old", None)
+
+
+@pytest.mark.parametrize(
+    ("age_seconds", "css_class"), [(0, "edit-left-15"), (61, "edit-left-14"), (899, "edit-left-1")]
+)
+def test_a_message_carries_the_minutes_its_edit_window_has_left(alice, age_seconds, css_class):
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=alice, body="hi")
+    message.created_at = timezone.now() - timedelta(seconds=age_seconds)
+    assert css_class in article_classes(fragments.message_appended(message=message), message.pk)
+
+
+def test_a_message_past_its_edit_window_shows_no_edit_links_to_its_author(alice_client, alice):
+    message = services.messages.message_create(room=Room.objects.create(name="lobby"), author=alice, body="old")
+    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(minutes=20))
+    assert "edit-left-0" in article_classes(alice_client.get("/chat/lobby/").content.decode(), message.pk)
+
+
+def article_classes(html: str, message_id: int) -> set[str]:
+    found = re.search(rf'<article id="message-{message_id}"[^>]* class="([^"]*)"', html)
+    assert found is not None
+    return set(found[1].split())
 
 
 def test_nobody_reaches_a_private_message_of_others_through_edit(alice_client, bob, carol):

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.test import Client, RequestFactory
 
 from accounts.models import User
-from chat import flood, services
+from chat import flood, http_limits, services
 from chat.models import REACTION_EMOJI, Attachment, Message, Reaction, Room
 from conftest import PASSWORD
 from tests.support.html import parse, visible_text
@@ -137,7 +137,7 @@ def test_the_api_to_come_gets_json(bob):
     request = RequestFactory().post("/api/tokens/")
     request.user = bob
 
-    response = flood.too_many(request, "tokens", retry_after=12.2)
+    response = http_limits.too_many(request, "tokens", retry_after=12.2)
 
     assert response.status_code == 429
     assert response["Retry-After"] == "13"
