@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.utils import timezone
 
 from accounts.models import User
 from chat import fragments, selectors
@@ -180,8 +181,11 @@ def message_posted(*, message: Message, first: bool = False) -> None:
     room = message.room
     # The conversation's pages first; the rest is not tried once the layer has failed (its pages catch up anyway).
     delivered = True
+    previous = selectors.message_previous_created_at(message=message)
+    new_day = previous is None or timezone.localdate(previous) != timezone.localdate(message.created_at)
     for group, whisper_of in message_groups(message=message):
-        html = fragments.message_appended(message=message, whisper=whisper_of is not None)
+        whisper = whisper_of is not None
+        html = fragments.message_appended(message=message, whisper=whisper, new_day=new_day and not whisper)
         delivered = delivered and publish(
             MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group
         )

@@ -30,10 +30,12 @@ def _render(partial: str, context: dict, request: HttpRequest | None = None) -> 
     return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {**limits(), **context}, request=request)
 
 
-def message_appended(*, message: Message, whisper: bool = False) -> str:
+def message_appended(*, message: Message, whisper: bool = False, new_day: bool = False) -> str:
     """A new message, appended to the end of every receiving #messages; a `whisper` in a room page (a message of a
-    direct conversation shown beside the room's, marked private)."""
-    return _render("message-live", {"message": message, "room": None if whisper else message.room})
+    direct conversation shown beside the room's, marked private); `new_day`: the first of its day, after a day
+    separator."""
+    context = {"message": message, "room": None if whisper else message.room, "new_day": new_day}
+    return _render("message-live", context)
 
 
 def message_log(*, room: Room, messages: list[Message], divider_id: int | None = None) -> str:

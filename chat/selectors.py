@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import import_module
 
 from django.conf import settings
@@ -180,6 +181,12 @@ def room_member_names(*, room: Room) -> list[str]:
 
 def message_latest_id() -> int:
     return Message.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def message_previous_created_at(*, message: Message) -> datetime | None:
+    """When the message before this one in its conversation was sent (None: it is the first)."""
+    previous = Message.objects.filter(room_id=message.room_id, pk__lt=message.pk).order_by("-pk")
+    return previous.values_list("created_at", flat=True).first()
 
 
 def room_latest_message_id(*, room: Room) -> int:

@@ -48,7 +48,8 @@ logger = logging.getLogger(__package__)
 # browser's period, so that it never drops a notice the browser's throttle let through (a flood it does drop).
 TYPING_THROTTLE_SECONDS = 1.0
 
-# A shared log holding a message still in its edit window is rendered again after this long (its minutes left).
+# A shared log holding a message still in its edit window is rendered again after this long (its minutes left),
+# and any shared log at midnight (its day separators).
 LOG_EDIT_MINUTES_FRESH_SECONDS = 60.0
 
 # Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
@@ -217,6 +218,10 @@ class ChatRoomConsumer(HubConsumer):
             window = timedelta(seconds=settings.CHAT_EDIT_WINDOW_SECONDS)
             if room_messages and timezone.now() - room_messages[-1].created_at < window:
                 fresh.fresh_until = time.monotonic() + LOG_EDIT_MINUTES_FRESH_SECONDS
+            # Its day separators say "Today" and "Yesterday": not past midnight.
+            now = timezone.localtime()
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            fresh.fresh_until = min(fresh.fresh_until, time.monotonic() + (midnight - now).total_seconds())
         latest_id = cached.messages[-1].pk if cached.messages else 0
         last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
         sidebar_html = self.sidebar_render(current=self.room)

@@ -3,16 +3,19 @@
 `{% conversation_url room "search" %}`: a conversation's page for the reader, whether a room or a direct one.
 `{{ value|machine_datetime }}`: a `<time datetime>` value HTML accepts (whole seconds, with the offset).
 `{% attachment_limit as limit %}`: the largest file a person may share, in bytes.
+`{{ day|day_label }}`: "Today", "Yesterday", or the day in full ("Monday 30 November", with the year when not this
+one), in the current time zone.
 `{{ message|edit_minutes_left }}`: whole minutes (rounded up) its author may still edit it, as the stylesheet's
 `edit-left-<n>` classes count them (0 to 15; empty beyond: the links stay until the next render).
 """
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django import template
 from django.conf import settings
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from chat.models import Message, Room
 
@@ -50,3 +53,15 @@ def edit_minutes_left(message: Message) -> str:
     elapsed = (timezone.now() - message.created_at).total_seconds()
     minutes = max(0, math.ceil((settings.CHAT_EDIT_WINDOW_SECONDS - elapsed) / 60))
     return str(minutes) if minutes <= EDIT_MINUTES_STYLED else ""
+
+
+@register.filter
+def day_label(value: datetime) -> str:
+    """The name of the day a message was sent on, as a day separator of the log shows it."""
+    day = timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
+    today = timezone.localdate()
+    if day == today:
+        return "Today"
+    if day == today - timedelta(days=1):
+        return "Yesterday"
+    return date_format(day, "l j F" if day.year == today.year else "l j F Y")

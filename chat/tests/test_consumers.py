@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -496,5 +497,29 @@ async def test_a_burst_of_messages_reaches_each_directory_as_one_frame_with_an_u
         assert 1 <= len(frames) <= 2, (user, frames)
         assert sum(frame.count("<i></i>") for frame in frames) == marks
         await directories[user].disconnect()
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_the_first_message_of_a_day_arrives_after_a_day_separator_and_the_next_one_without(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+
+    def yesterday_message() -> None:
+        message = services.messages.message_create(
+            room=services.rooms.room_get_or_create(name="lobby"), author=bob, body="before midnight"
+        )
+        Message.objects.filter(pk=message.pk).update(created_at=message.created_at - timedelta(days=1))
+
+    await sync_to_async(yesterday_message)()
+    await drain(bob_socket)
+
+    await send_message(alice_socket, "first today")
+    first = await receive_until(bob_socket, has_message("first today"))
+    await send_message(alice_socket, "second today")
+    second = await receive_until(bob_socket, has_message("second today"))
+
+    assert 'class="day-separator"' in first
+    assert "Today" in visible_text(first)
+    assert 'class="day-separator"' not in second
     await alice_socket.disconnect()
     await bob_socket.disconnect()

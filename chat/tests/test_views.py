@@ -358,3 +358,22 @@ def test_the_author_deletes_a_message_and_a_placeholder_keeps_its_place(alice_cl
     page = alice_client.get("/chat/lobby/").content.decode()
     assert "regret" not in page
     assert f'id="message-{message.pk}"' in page
+
+
+def test_the_log_says_where_each_day_starts_and_search_results_carry_their_date(alice_client, alice):
+    room = Room.objects.create(name="lobby")
+    now = timezone.localtime()
+    for days_ago, body in ((9, "long ago"), (1, "yesterday's news"), (0, "fresh")):
+        message = services.messages.message_create(room=room, author=alice, body=body)
+        Message.objects.filter(pk=message.pk).update(created_at=now - timedelta(days=days_ago))
+
+    page = alice_client.get("/chat/lobby/").content.decode()
+    long_ago = now - timedelta(days=9)
+    long_ago_label = long_ago.strftime("%A %-d %B" if long_ago.year == now.year else "%A %-d %B %Y")
+    labels = re.findall(r'<h3 class="day-separator"><time datetime="[^"]+">([^<]+)</time></h3>', page)
+    assert labels == [long_ago_label, "Yesterday", "Today"]
+    text = visible_text(page)
+    assert text.index("Yesterday") < text.index("yesterday's news") < text.index("Today") < text.index("fresh")
+
+    results = alice_client.get("/chat/lobby/search/?q=news").content.decode()
+    assert (now - timedelta(days=1)).strftime("%-d %b %Y") in visible_text(results)
