@@ -116,9 +116,11 @@ def test_htmx_is_configured_for_a_policy_without_eval(alice_client: Client, lobb
     settings = json.loads(config)
     assert settings.pop("responseHandling") == [
         {"code": "204", "swap": False},
-        # A refusal (too large, too many) shows its out-of-band #chat-error and leaves the rest of the page.
+        # A refusal (too large, too many, too late to edit) shows its out-of-band #chat-error and leaves the rest of
+        # the page.
         {"code": "413", "swap": True, "swapOverride": "none"},
         {"code": "429", "swap": True, "swapOverride": "none"},
+        {"code": "403", "swap": True, "swapOverride": "none"},
         # htmx's defaults for everything else.
         {"code": "[23]..", "swap": True},
         {"code": "[45]..", "swap": False, "error": True},
