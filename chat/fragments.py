@@ -78,6 +78,11 @@ def message_form(*, room: Room, draft: str = "", oob: bool = True) -> str:
     return _render("message-form", {"room": room, "draft": draft, "oob": oob})
 
 
+def lines_form(*, room: Room, draft: str = "") -> str:
+    """A fresh multi-line box, left open (the person was writing there), holding `draft` after a refusal."""
+    return _render("lines-form", {"room": room, "draft": draft, "oob": True, "lines_open": True})
+
+
 def upload_form(*, request: HttpRequest, room: Room) -> str:
     """A fresh upload form (its file input emptied), rendered with the request for its CSRF token."""
     return _render("upload-form", {"room": room, "upload_oob": True}, request=request)

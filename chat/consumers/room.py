@@ -52,6 +52,9 @@ TYPING_THROTTLE_SECONDS = 1.0
 # and any shared log at midnight (its day separators).
 LOG_EDIT_MINUTES_FRESH_SECONDS = 60.0
 
+# The multi-line box's form (templates/chat/room.html): the htmx ws extension names it in HX-Trigger.
+LINES_FORM_ID = "message-lines"
+
 # Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
 WARNING_REASONS = frozenset({"too_long", "rate_limited"})
 
@@ -262,7 +265,9 @@ class ChatRoomConsumer(HubConsumer):
             return
         payload = frame_payload(text_data)
         if readable(payload.get("message")):
-            await self.post_message(payload["message"])
+            headers = payload.get("HEADERS")
+            lines = isinstance(headers, dict) and headers.get("HX-Trigger") == LINES_FORM_ID
+            await self.post_message(payload["message"], lines=lines)
         elif payload.get("typing"):
             await self.announce_typing()
         else:
@@ -278,7 +283,13 @@ class ChatRoomConsumer(HubConsumer):
             message_post(room=self.room, author=self.user, text=text)
         return revoked
 
-    async def post_message(self, text: str) -> None:
+    def form(self, *, lines: bool, draft: str = "") -> str:
+        """The box the message came from, fresh or holding `draft`: the one-line box, or the multi-line one."""
+        if lines:
+            return fragments.lines_form(room=self.room, draft=draft)
+        return fragments.message_form(room=self.room, draft=draft)
+
+    async def post_message(self, text: str, *, lines: bool = False) -> None:
         """Store and publish what the form sent; answer the sender with a fresh form or an error."""
         try:
             revoked = await database_sync_to_async(self.post_checked)(text)
@@ -287,7 +298,7 @@ class ChatRoomConsumer(HubConsumer):
                 "message not delivered live",
                 extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason),
             )
-            await self.send(text_data=fragments.chat_error(error=str(error)) + fragments.message_form(room=self.room))
+            await self.send(text_data=fragments.chat_error(error=str(error)) + self.form(lines=lines))
         except ChatError as error:
             # The reason code, not the sentence: the sentence can quote what the user typed.
             level = logging.WARNING if error.reason in WARNING_REASONS else logging.INFO
@@ -296,14 +307,14 @@ class ChatRoomConsumer(HubConsumer):
             )
             # A browser's frame holds at most 64 KiB; longer text came in fragments from a script, and sending it
             # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
-            await self.send_error(str(error), draft=text[:65536])
+            await self.send_error(str(error), draft=text[:65536], lines=lines)
         else:
             if revoked is not None:
                 await self.revoke(revoked)
                 return
             # The message removed this user's notice; the next keystroke may announce typing again at once.
             self.typing_sent_at = float("-inf")
-            await self.send(text_data=fragments.chat_error() + fragments.message_form(room=self.room))
+            await self.send(text_data=fragments.chat_error() + self.form(lines=lines))
 
     async def announce_typing(self) -> None:
         """Tell the others in the room that this user is typing: throttled, nothing stored, lost if the layer is."""
@@ -319,11 +330,9 @@ class ChatRoomConsumer(HubConsumer):
             TypingNoticed(html=fragments.typing(typist=self.user), typist_id=self.user.pk), self.room.group_name
         )
 
-    async def send_error(self, error: str, draft: str = "") -> None:
+    async def send_error(self, error: str, draft: str = "", *, lines: bool = False) -> None:
         """Show the error above the form and keep what the user typed."""
-        await self.send(
-            text_data=fragments.chat_error(error=error) + fragments.message_form(room=self.room, draft=draft)
-        )
+        await self.send(text_data=fragments.chat_error(error=error) + self.form(lines=lines, draft=draft))
 
     async def room_status(self, event: RoomStatusChanged) -> None:
         """A moderator closed or opened the room: post accordingly, and show it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -521,5 +522,30 @@ async def test_the_first_message_of_a_day_arrives_after_a_day_separator_and_the_
     assert 'class="day-separator"' in first
     assert "Today" in visible_text(first)
     assert 'class="day-separator"' not in second
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+def send_lines(socket: WebsocketCommunicator, text: str):
+    """Send a frame as the ws extension does for the multi-line box's form."""
+    headers = {"HX-Request": "true", "HX-Trigger": "message-lines", "HX-Trigger-Name": None, "HX-Target": None}
+    return socket.send_to(text_data=json.dumps({"message": text, "HEADERS": headers}))
+
+
+async def test_a_message_of_several_lines_keeps_them_and_its_box_comes_back_open_and_empty(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+
+    await send_lines(alice_socket, "```\nfor line in log:\n    print(line)\n```\n> and a quote")
+    frame = await receive_until(bob_socket, has_message("print(line)"))
+    assert "<pre><code>for line in log:\n    print(line)\n</code></pre>" in frame
+    assert "<blockquote>" in frame
+    answer = await receive_until(alice_socket, lambda f: 'id="message-lines"' in f)
+    assert re.search(r'<details class="attach lines" open>', answer)
+    assert re.search(r"<textarea[^>]*></textarea>", answer)
+    assert 'id="message-form"' not in answer  # the one-line box keeps whatever it holds
+
+    await send_lines(alice_socket, "/pn bob\nsecret")
+    refused = await receive_until(alice_socket, lambda f: 'id="chat-error"' in f and "no command" in f)
+    assert re.search(r"<textarea[^>]*>/pn bob\nsecret</textarea>", refused)
     await alice_socket.disconnect()
     await bob_socket.disconnect()
