@@ -18,6 +18,7 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import datetime
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -181,11 +182,18 @@ def message_posted(*, message: Message, first: bool = False) -> None:
     room = message.room
     # The conversation's pages first; the rest is not tried once the layer has failed (its pages catch up anyway).
     delivered = True
-    previous = selectors.message_previous_created_at(message=message)
-    new_day = previous is None or timezone.localdate(previous) != timezone.localdate(message.created_at)
+    # The first of its day comes after a day separator; one following its author's within the same ten minutes
+    # is shown as part of theirs (as the log's template groups them).
+    previous = selectors.message_previous(message=message)
+    new_day = previous is None or timezone.localdate(previous[1]) != timezone.localdate(message.created_at)
+    continued = (
+        previous is not None and previous[0] == message.author_id and span(previous[1]) == span(message.created_at)
+    )
     for group, whisper_of in message_groups(message=message):
         whisper = whisper_of is not None
-        html = fragments.message_appended(message=message, whisper=whisper, new_day=new_day and not whisper)
+        html = fragments.message_appended(
+            message=message, whisper=whisper, new_day=new_day and not whisper, continued=continued and not whisper
+        )
         delivered = delivered and publish(
             MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group
         )
@@ -217,6 +225,12 @@ def message_posted(*, message: Message, first: bool = False) -> None:
             "Your message is saved, but it could not be delivered live right now; "
             "others will see it when their page reconnects."
         )
+
+
+def span(moment: datetime) -> str:
+    """The ten-minute span of the day a message belongs to, in the current time zone."""
+    local = timezone.localtime(moment)
+    return f"{local:%Y%m%d%H}{local.minute // 10}"
 
 
 def message_replaced(*, message: Message) -> None:

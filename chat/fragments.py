@@ -30,11 +30,14 @@ def _render(partial: str, context: dict, request: HttpRequest | None = None) -> 
     return render_to_string(f"{ROOM_TEMPLATE}#{partial}", {**limits(), **context}, request=request)
 
 
-def message_appended(*, message: Message, whisper: bool = False, new_day: bool = False) -> str:
+def message_appended(
+    *, message: Message, whisper: bool = False, new_day: bool = False, continued: bool = False
+) -> str:
     """A new message, appended to the end of every receiving #messages; a `whisper` in a room page (a message of a
     direct conversation shown beside the room's, marked private); `new_day`: the first of its day, after a day
-    separator."""
+    separator; `continued`: following its author's last message, shown as part of it (no name and time)."""
     context = {"message": message, "room": None if whisper else message.room, "new_day": new_day}
+    context["continued"] = continued
     return _render("message-live", context)
 
 

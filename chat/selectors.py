@@ -183,10 +183,10 @@ def message_latest_id() -> int:
     return Message.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
-def message_previous_created_at(*, message: Message) -> datetime | None:
-    """When the message before this one in its conversation was sent (None: it is the first)."""
+def message_previous(*, message: Message) -> tuple[int, datetime] | None:
+    """Who sent the message before this one in its conversation, and when (None: it is the first)."""
     previous = Message.objects.filter(room_id=message.room_id, pk__lt=message.pk).order_by("-pk")
-    return previous.values_list("created_at", flat=True).first()
+    return previous.values_list("author_id", "created_at").first()
 
 
 def room_latest_message_id(*, room: Room) -> int:

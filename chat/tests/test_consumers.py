@@ -549,3 +549,16 @@ async def test_a_message_of_several_lines_keeps_them_and_its_box_comes_back_open
     assert re.search(r"<textarea[^>]*>/pn bob\nsecret</textarea>", refused)
     await alice_socket.disconnect()
     await bob_socket.disconnect()
+
+
+async def test_a_message_following_its_authors_own_reads_as_part_of_it_and_anothers_does_not(alice, bob):
+    alice_socket, bob_socket = await joined(alice), await joined(bob)
+
+    frames = []
+    for socket, text in ((alice_socket, "first"), (alice_socket, "second"), (bob_socket, "third")):
+        await send_message(socket, text)
+        frames.append(await receive_until(bob_socket, has_message(text)))
+
+    assert ["message--continued" in frame for frame in frames] == [False, True, False]
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()

@@ -377,3 +377,14 @@ def test_the_log_says_where_each_day_starts_and_search_results_carry_their_date(
 
     results = alice_client.get("/chat/lobby/search/?q=news").content.decode()
     assert (now - timedelta(days=1)).strftime("%-d %b %Y") in visible_text(results)
+
+
+def test_the_log_groups_an_authors_consecutive_messages_under_one_name(alice_client, alice, bob):
+    room = Room.objects.create(name="lobby")
+    sent = [
+        services.messages.message_create(room=room, author=author, body=body)
+        for author, body in ((alice, "one"), (alice, "two"), (bob, "three"), (alice, "four"))
+    ]
+    page = alice_client.get("/chat/lobby/").content.decode()
+    continued = ["message--continued" in article_classes(page, message.pk) for message in sent]
+    assert continued == [False, True, False, False]
