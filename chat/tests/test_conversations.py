@@ -297,12 +297,12 @@ def test_directory_room_and_direct_pages_carry_a_sidebar_of_joined_rooms_and_peo
         assert response.status_code == 200, path
         rooms, people = sidebar_of(response.content.decode())
         assert {name: entry.href.lower() for name, entry in rooms.items()} == {
-            "lobby": "/chat/lobby/",
-            "dev": "/chat/dev/",
+            "lobby": "/chat/lobby/#unread-divider",
+            "dev": "/chat/dev/#unread-divider",
         }, path
         assert {name: entry.href.lower() for name, entry in people.items()} == {
-            "bob": "/dm/bob/",
-            "dave": "/dm/dave/",
+            "bob": "/dm/bob/#unread-divider",
+            "dave": "/dm/dave/#unread-divider",
         }, path
 
 
@@ -390,7 +390,7 @@ async def test_a_first_direct_message_puts_the_author_in_the_recipients_live_sid
     frame = await receive_until(alice_directory, lambda f: "sidebar-dms" in f)
     entries = [li for li in tree(frame).find_all("li") if li.attrs.get("data-user") == "bob"]
     assert len(entries) == 1
-    assert entry_of(entries[0]) == Entry(href="/dm/bob/", unread=1, mentioned=False)
+    assert entry_of(entries[0]) == Entry(href="/dm/bob/#unread-divider", unread=1, mentioned=False)
     await disconnect(alice_directory, bob_lobby)
 
 
@@ -514,7 +514,7 @@ async def test_opening_a_room_socket_joins_it_and_the_users_other_pages_show_it_
     assert "lobby" in rooms
     added = await receive_until(alice_directory, lambda f: "sidebar-rooms" in f)
     entries = [li for li in tree(added).find_all("li") if li.attrs.get("data-room") == "lobby"]
-    assert [entry_of(li).href.lower() for li in entries] == ["/chat/lobby/"]
+    assert [entry_of(li).href.lower() for li in entries] == ["/chat/lobby/#unread-divider"]
     await disconnect(alice_directory, alice_lobby)
 
 
@@ -1086,7 +1086,7 @@ def test_the_directory_answers_with_as_many_queries_for_10000_rooms_as_for_10(al
         assert "counter-reset: unread 2" in unread.attrs["style"]
         assert listing.find(id=f"mentioned-{rooms[0].pk}").text == "you were mentioned"
         sidebar_rooms, people = sidebar_of(html)
-        assert sidebar_rooms["base-0"] == Entry(href="/chat/base-0/", unread=2, mentioned=True)
+        assert sidebar_rooms["base-0"] == Entry(href="/chat/base-0/#unread-divider", unread=2, mentioned=True)
         assert sidebar_rooms["base-1"].unread == 1
         assert people["bob"].unread == 1
 

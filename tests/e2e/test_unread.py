@@ -83,7 +83,7 @@ def test_when_others_post_in_rooms_nina_had_open_then_her_directory_counts_them_
     directory.page.screenshot(path=str(SCREENSHOTS / "features-directory-unread.png"))
 
     directory.row(design).get_by_role("link", name=f"#{design}").click()
-    expect(directory.page).to_have_url(re.compile(rf"/chat/{design}/$"))
+    expect(directory.page).to_have_url(re.compile(rf"/chat/{design}/#unread-divider$"))
     log = directory.page.locator("#messages")
     divider = log.locator("#unread-divider")
     expect(divider).to_have_text("New since your last visit")
@@ -124,3 +124,46 @@ def test_when_alice_reads_a_room_live_then_a_directory_opened_meanwhile_counts_n
     directory = alice.open_live_directory()
     expect(directory.row(room)).to_be_visible()
     expect(unread_badge(directory, room)).to_be_hidden()
+
+
+ADD_MESSAGES = """
+from datetime import timedelta
+from django.utils import timezone
+from accounts.models import User
+from chat.models import Message, Room
+room = Room.objects.get(name={room!r})
+author = User.objects.get(username={author!r})
+# A minute ago: out of the flood window, so that the author can still post.
+sent = timezone.now() - timedelta(minutes=1)
+for n in range({count}):
+    Message.objects.create(room=room, author=author, body=f"backlog {{n:02d}}", created_at=sent)
+print(Message.objects.filter(room=room).count())
+"""
+
+
+def test_opening_a_room_with_much_unread_lands_at_the_new_since_line(
+    new_user: Callable[..., ChatUser], new_room: Callable[[str], str], chat_server: ChatServer
+) -> None:
+    room = new_room("backlog")
+    nina, omar = new_user("nina"), new_user("omar")
+    omar_tab = omar.open_room(room)
+    omar_tab.post("before nina left")
+    nina_tab = nina.open_room(room)
+    expect(nina_tab.message("before nina left")).to_be_visible()
+    nina_tab.close()
+    # Her socket's read mark is written as it closes, just after her departure is announced.
+    expect(omar_tab.online_user(nina.username)).to_have_count(0, timeout=LIVE_MS)
+    omar_tab.page.wait_for_timeout(1_000)
+    stored = chat_server.manage_shell(ADD_MESSAGES.format(room=room, author=omar.username, count=40))
+    assert stored.strip() == "41", stored
+    omar_tab.post("and the latest")  # published like any message: the server renders the room's log afresh
+
+    page = nina.open_directory()
+    page.get_by_role("link", name=f"#{room}").first.click()
+
+    divider = page.locator("#unread-divider")
+    expect(divider).to_be_in_viewport()
+    expect(page.locator("#messages article", has_text="and the latest")).not_to_be_in_viewport()
+    # Still there once the socket has sent the log again.
+    expect(page.locator("#connection")).to_contain_text("Live", timeout=LIVE_MS)
+    expect(divider).to_be_in_viewport()
