@@ -156,8 +156,10 @@ async def test_room_and_private_messages_stay_text_live_on_reconnect_and_on_the_
     async def delivered(text: str) -> str:
         await send_message(alice_socket, text)
         await receive_until(alice_socket, lambda f: 'id="message-form"' in f)
-        return await receive_until(bob_socket, lambda f: "message-body" in f)
+        body = text.removeprefix("/pm bob ")
+        return await receive_until(bob_socket, lambda f: "message-body" in f and body in visible_text(f))
 
+    await delivered("the day's first, after its day separator")
     room_baseline = skeleton(await delivered("harmless"))
     private_baseline = skeleton(await delivered("/pm bob harmless"))
     for payload in XSS_PAYLOADS:
@@ -175,7 +177,7 @@ async def test_room_and_private_messages_stay_text_live_on_reconnect_and_on_the_
     log = await receive_until(reconnected, lambda f: 'id="messages"' in f)
     for html in (message_log(log), message_log(await page(bob))):
         articles = [tag for tag, _ in parse(html).tags if tag == "article"]
-        assert len(articles) == 2 + 2 * len(XSS_PAYLOADS)
+        assert len(articles) == 3 + 2 * len(XSS_PAYLOADS)
         tags = {tag for tag, _ in parse(html).tags}
         assert not tags & {"script", "img", "svg", "iframe", "math", "b", "textarea", "title", "style"}
         assert not any(name.startswith("on") for _, attrs in parse(html).tags for name in attrs)
