@@ -57,8 +57,9 @@ _undelivered: list[tuple[str, Event]] = []
 _undelivered_lock = threading.Lock()
 
 
-# After a publish fails, live updates are not tried again on that layer for this long: during a partition each try
-# would hold the database thread for LAYER_TIMEOUT_SECONDS. Security events are always tried.
+# After a publish times out, live updates are not tried again on that layer for this long (or until a hub sees it
+# answer again): during a partition each try would hold the database thread for LAYER_TIMEOUT_SECONDS. Security
+# events are always tried.
 LAYER_PAUSE_SECONDS = 5.0
 _paused_until: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 
@@ -75,7 +76,7 @@ async def send(event: Event, *groups: str) -> bool:
             async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
                 await layer.group_send(group, event.to_wire(group))
         except Exception as error:  # the layer's errors depend on its backend (Redis, in-memory)
-            if layer is not None:
+            if layer is not None and isinstance(error, TimeoutError):  # a refusal fails fast: no need to pause
                 _paused_until[layer] = time.monotonic() + LAYER_PAUSE_SECONDS
             fields = {"event_type": event.kind, "group": group, "reason": type(error).__name__}
             if not event.required:
@@ -91,6 +92,11 @@ async def send(event: Event, *groups: str) -> bool:
 
 
 publish = async_to_sync(send)
+
+
+def layer_answers(layer: object) -> None:
+    """The layer answers again (a hub joined its groups): live updates are tried again at once, not after the pause."""
+    _paused_until.pop(layer, None)
 
 
 def undelivered_take() -> list[tuple[str, Event]]:

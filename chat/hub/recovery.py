@@ -57,6 +57,7 @@ class Recovery(PresenceTicker):
         if await self.groups_add() is not None:  # still down
             return
         self.up = True
+        broadcasts.layer_answers(self.layer)
         if not await self.undelivered_publish():
             return
         self.views_forget()

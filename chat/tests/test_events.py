@@ -86,7 +86,7 @@ def test_a_fragment_is_framed_once_however_many_sockets_it_goes_to():
 
 
 def test_room_activity_counts_only_the_messages_a_reader_did_not_write_and_has_not_listed():
-    activity = RoomActivity(html="<a></a>", news_html="<b></b>", messages=[(10, 1), (11, 2), (12, 1)])
+    activity = RoomActivity(room_id=3, html="<a></a>", news_html="<b></b>", messages=[(10, 1), (11, 2), (12, 1)])
     assert activity.news_for(2) == 2
     assert activity.news_for(1) == 1
     assert activity.news_for(2, after=10) == 1

@@ -213,6 +213,8 @@ async def test_a_username_that_is_markup_stays_text_in_the_online_list_messages_
     bob_socket = await joined(bob)
     plain_socket = await joined(plain)
     online_baseline = skeleton(await receive_until(bob_socket, arrived(plain)))
+    await send_message(bob_socket, "the day's first, after its day separator")
+    await receive_until(bob_socket, lambda f: "message-body" in f)
     await send_message(plain_socket, "hello")
     message_baseline = skeleton(await receive_until(bob_socket, lambda f: "message-body" in f))
     await send_message(bob_socket, "/pm plain hi")

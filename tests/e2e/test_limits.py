@@ -67,6 +67,7 @@ def test_an_upload_over_the_servers_limit_shows_the_sentence(
     ben = limited_user("ben")
     tab = ben.open_room(new_room("big-files"))
     form = tab.page.locator("#upload-form")
+    form.locator("summary").click()  # the file form is folded behind its paperclip
     big = {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"\0" * (2 * 1024 * 1024)}
     form.locator("input[name=file]").set_input_files(big)
     form.get_by_role("button", name="Upload").click()
