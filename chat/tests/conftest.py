@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from channels.db import database_sync_to_async
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.test import Client
