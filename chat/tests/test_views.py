@@ -266,7 +266,7 @@ def test_the_room_marks_where_the_new_messages_begin(alice_client, alice, bob):
 
 def test_a_first_visit_has_no_new_messages_marker(alice_client, bob):
     services.messages.message_create(room=Room.objects.create(name="lobby"), author=bob, body="hello")
-    assert "unread-divider" not in alice_client.get("/chat/lobby/").content.decode()
+    assert 'id="unread-divider"' not in alice_client.get("/chat/lobby/").content.decode()
 
 
 def test_the_author_edits_a_message_inline(alice_client, alice):
