@@ -16,6 +16,7 @@ from django.test import Client, RequestFactory
 from accounts.models import User
 from chat import flood, http_limits, services
 from chat.models import REACTION_EMOJI, Attachment, Message, Reaction, Room
+from chat.tests.conftest import open_socket, receive_until
 from conftest import PASSWORD
 from tests.support.html import parse, visible_text
 from tests.support.servers import BASE_DIR, django_process, redis_url_or_skip
@@ -255,6 +256,20 @@ def test_opening_new_names_counts_creations_and_opening_existing_rooms_does_not(
     assert not Room.objects.filter(name__iexact="new-4").exists()
     assert client.get("/chat/new-2/").status_code == 200  # rooms that exist still open
     assert logged_in(bob).get("/chat/new-4/").status_code == 200  # and others still create
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_room_opened_by_a_new_name_over_the_socket_counts_too(alice, settings):
+    limit(settings, rooms=(1, 60))
+    first = await open_socket(alice, "by-socket-1")
+    await receive_until(first, lambda frame: 'id="messages"' in frame)
+
+    refused = await open_socket(alice, "by-socket-2")
+    frame = await receive_until(refused, lambda frame: 'id="chat-error"' in frame)
+    assert "Slow down: at most 1 new rooms per minute." in visible_text(frame)
+    assert (await refused.receive_output(timeout=2))["type"] == "websocket.close"
+    assert not await Room.objects.filter(name="by-socket-2").aexists()
+    await first.disconnect()
 
 
 def test_by_default_a_user_creates_at_most_30_rooms_a_minute(alice):
