@@ -42,7 +42,7 @@ def follow_to_dm(page: Page, user: ChatUser, peer: str, link: Locator) -> Tab:
     watch = SocketWatch(path=DM_SOCKET_PATH)
     watch.attach(page)
     link.click()
-    expect(page).to_have_url(re.compile(rf"/dm/{re.escape(peer)}/$", re.IGNORECASE))
+    expect(page).to_have_url(re.compile(rf"/dm/{re.escape(peer)}/(#unread-divider)?$", re.IGNORECASE))
     tab = Tab(user=user, page=page, room=f"@{peer}", watch=watch)
     tab.wait_connected()
     return tab
@@ -53,7 +53,7 @@ def follow_to_room(page: Page, user: ChatUser, room: str, link: Locator) -> Tab:
     watch = SocketWatch()
     watch.attach(page)
     link.click()
-    expect(page).to_have_url(re.compile(rf"/chat/{re.escape(room)}/$", re.IGNORECASE))
+    expect(page).to_have_url(re.compile(rf"/chat/{re.escape(room)}/(#unread-divider)?$", re.IGNORECASE))
     tab = Tab(user=user, page=page, room=room, watch=watch)
     tab.wait_connected()
     return tab
@@ -136,7 +136,7 @@ def test_when_bob_posts_in_a_room_alice_joined_then_her_other_page_counts_it_and
     page = alice_b.page
     expect(sidebar_rooms(page)).to_have_count(3)
     entry_a = sidebar_room(page, room_a)
-    expect(entry_a.get_by_role("link")).to_have_attribute("href", f"/chat/{room_a}/")
+    expect(entry_a.get_by_role("link")).to_have_attribute("href", f"/chat/{room_a}/#unread-divider")
     expect(sidebar_room(page, room_b).get_by_role("link")).to_have_attribute("aria-current", "page")
     for room in (room_a, room_b, room_c):
         expect_no_badges(sidebar_room(page, room))
@@ -183,7 +183,7 @@ def test_when_alice_opens_a_room_in_another_tab_then_her_open_page_lists_it_and_
     alice.open_room(room_a).close()
     entry_a = sidebar_room(alice_b.page, room_a)
     expect(entry_a).to_be_visible(timeout=LIVE_MS)
-    expect(entry_a.get_by_role("link")).to_have_attribute("href", f"/chat/{room_a}/")
+    expect(entry_a.get_by_role("link")).to_have_attribute("href", f"/chat/{room_a}/#unread-divider")
     expect_no_badges(entry_a)
 
     bob_a = bob.open_room(room_a)
@@ -208,7 +208,7 @@ def test_when_alice_writes_to_bob_for_the_first_time_then_his_open_room_page_lis
     alice_dm.post("hi bob")
     entry = sidebar_person(bob_room.page, alice.username)
     expect(entry.locator(".unread")).to_have_text("1", timeout=LIVE_MS)
-    expect(entry.get_by_role("link")).to_have_attribute("href", f"/dm/{alice.username}/")
+    expect(entry.get_by_role("link")).to_have_attribute("href", f"/dm/{alice.username}/#unread-divider")
     alice_dm.post("are you there?")
     expect(bob_room.message("are you there?")).to_be_visible(timeout=LIVE_MS)
     expect(entry.locator(".unread")).to_have_text("2", timeout=LIVE_MS)

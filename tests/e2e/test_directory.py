@@ -48,7 +48,7 @@ def test_when_a_visitor_signs_up_then_the_directory_opens_and_its_form_opens_a_r
     page.locator('#room-form input[name="name"]').fill(room)
     page.locator('#room-form [type="submit"]').click()
 
-    expect(page).to_have_url(re.compile(rf"/chat/{room}/$"))
+    expect(page).to_have_url(re.compile(rf"/chat/{room}/(#unread-divider)?$"))
     tab = Tab(user=visitor, page=page, room=room, watch=watch)
     tab.wait_connected()
     expect(tab.page.locator("h1")).to_contain_text(room)
@@ -93,14 +93,14 @@ def test_when_users_enter_a_room_then_its_online_count_in_the_directory_rises(
     directory = carol.open_directory()
     row = directory.locator(f"#room-list > li#room-{room.lower()}")
     count = row.locator(".online-count")
-    expect(row.locator(f'a[href="/chat/{room}/"]')).to_be_visible()
+    expect(row.locator(f'a[href="/chat/{room}/#unread-divider"]')).to_be_visible()
     expect_after_reloads(directory, count, "1")
 
     bob_tab = bob.open_room(room)
     expect_after_reloads(directory, count, "2")
 
-    row.locator(f'a[href="/chat/{room}/"]').click()
-    expect(directory).to_have_url(re.compile(rf"/chat/{room}/$"))
+    row.locator(f'a[href="/chat/{room}/#unread-divider"]').click()
+    expect(directory).to_have_url(re.compile(rf"/chat/{room}/(#unread-divider)?$"))
     expect(directory.locator("#online-users li")).to_have_count(3, timeout=LIVE_MS)
     watcher = carol.open_directory()
     expect_after_reloads(watcher, watcher.locator(f"#room-{room.lower()} .online-count"), "3")

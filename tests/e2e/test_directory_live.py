@@ -27,7 +27,7 @@ def test_when_others_open_and_use_a_new_room_then_an_open_directory_follows_with
 
     alice_tab = alice.open_room(room)
     expect(row).to_be_visible(timeout=LIVE_MS)
-    expect(row.get_by_role("link", name=f"#{room}")).to_have_attribute("href", f"/chat/{room}/")
+    expect(row.get_by_role("link", name=f"#{room}")).to_have_attribute("href", f"/chat/{room}/#unread-divider")
     pk = directory.room_pk(room)
     count = row.locator(f"#online-{pk}")
     expect(count).to_have_text("1", timeout=LIVE_MS)
