@@ -266,14 +266,68 @@ class Membership(models.Model):
     a direct conversation has its two people from the start.
     """
 
+    class Level(models.TextChoices):
+        """What of the conversation notifies the member: counts in the page title, and is emailed when missed."""
+
+        ALL = "all", "Every message"
+        MENTIONS = "mentions", "Only messages that mention me"
+        NOTHING = "nothing", "Nothing (muted)"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
     # The newest message id the user has seen: what came after counts as unread.
     last_read_id = models.BigIntegerField(default=0)
     joined_at = models.DateTimeField(default=timezone.now)
+    # A room's default; a direct conversation's members start at ALL (Membership.level_default).
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.MENTIONS)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "room"], name="chat_membership_user_room_unique")]
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.room_id}, read to {self.last_read_id}"
+
+    @classmethod
+    def level_default(cls, room: Room) -> str:
+        """Everything of a direct conversation notifies; of a room, only what mentions the member."""
+        return cls.Level.ALL if room.is_direct else cls.Level.MENTIONS
+
+    @property
+    def muted(self) -> bool:
+        return self.level == self.Level.NOTHING
+
+
+class NotificationPreference(models.Model):
+    """A user's email notifications: whether they want them, and when the last was sent (one per window).
+
+    No row: the defaults (emails on, none sent yet).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="notification_preference"
+    )
+    email_enabled = models.BooleanField(default=True)
+    last_emailed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: emails {'on' if self.email_enabled else 'off'}"
+
+
+class EmailNotice(models.Model):
+    """A message that notifies a user with an email address, waiting to be emailed if it is still unread later.
+
+    Written with the message; the worker gathers a user's notices into one email, then deletes them (sent or read).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_notices")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="email_notices")
+    created_at = models.DateTimeField(default=timezone.now)
+    # The worker run that took it into an email: a notice is claimed once, so no message is emailed twice.
+    claimed_by = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "message"], name="chat_email_notice_once")]
+        indexes = [models.Index(fields=["user", "claimed_by", "message"], name="chat_email_notice_user")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} for {self.user_id}"

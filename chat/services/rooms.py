@@ -46,7 +46,12 @@ def direct_room_get_or_create(*, user: User, peer: User) -> Room:
         try:
             with transaction.atomic():
                 room = Room.objects.create(name=direct_room_name(user.pk, peer.pk), kind=Room.Kind.DIRECT)
-                Membership.objects.bulk_create([Membership(room=room, user=member) for member in (user, peer)])
+                Membership.objects.bulk_create(
+                    [
+                        Membership(room=room, user=member, level=Membership.level_default(room))
+                        for member in (user, peer)
+                    ]
+                )
         except IntegrityError:  # opened by the other one a moment ago
             room = selectors.direct_room_get(user=user, peer=peer)
         room.peer = peer
