@@ -32,11 +32,13 @@ from chat.events import (
     ConversationJoined,
     ConversationLeft,
     ConversationNews,
+    ConversationRead,
     Event,
     MentionFlagged,
     MessageAppended,
     MessageReplaced,
     MessagesRemoved,
+    NotificationLevelChanged,
     RoomListed,
     RoomNews,
     RoomStatusChanged,
@@ -44,7 +46,7 @@ from chat.events import (
     SessionEnded,
 )
 from chat.groups import DIRECTORY_GROUP, directory_user_group, user_group
-from chat.models import Message, Room
+from chat.models import Membership, Message, Room
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +154,21 @@ def conversation_joined(*, room: Room, user: User, unread: int = 0) -> None:
     if room.is_direct and room.peer is None:
         room.peer = selectors.direct_peer(room=room, user=user)
     event = ConversationJoined(
-        room_id=room.pk, unread=unread, html=fragments.sidebar_entry_added(room=room, unread=unread)
+        room_id=room.pk,
+        unread=unread,
+        level=Membership.level_default(room),
+        html=fragments.sidebar_entry_added(room=room, unread=unread),
     )
     publish(event, user_group(user.pk), directory_user_group(user.pk))
+
+
+def conversation_read(*, room_id: int, user_id: int) -> None:
+    """The user opened the conversation: their other pages' badges and titles stop counting it."""
+    publish(ConversationRead(room_id=room_id), user_group(user_id), directory_user_group(user_id))
+
+
+def notification_level_changed(*, room_id: int, user_id: int, level: str) -> None:
+    publish(NotificationLevelChanged(room_id=room_id, level=level), user_group(user_id), directory_user_group(user_id))
 
 
 def conversation_left(*, room: Room, user_ids: Iterable[int]) -> None:

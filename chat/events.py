@@ -238,6 +238,8 @@ class ConversationJoined(Fragment):
     kind = "conversation.joined"
     room_id: int
     unread: int = 0
+    # What of it notifies the user (chat.models.Membership.Level): a new conversation's default.
+    level: str = "mentions"
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -246,6 +248,23 @@ class ConversationLeft(Fragment):
 
     kind = "conversation.left"
     room_id: int
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class ConversationRead(Event):
+    """The user opened a conversation: nothing in it is unread any more on their other pages."""
+
+    kind = "conversation.read"
+    room_id: int
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class NotificationLevelChanged(Event):
+    """The user set what a conversation notifies them of: their pages' sidebars and titles count again."""
+
+    kind = "notification.level"
+    room_id: int
+    level: str
 
 
 # Sessions and this process's link to the others

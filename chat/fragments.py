@@ -172,6 +172,11 @@ def sidebar_badges(*, room_id: int, unread: int, mentioned: bool) -> str:
     return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-badges", {"room": room, "oob": True})
 
 
+def page_title(*, title: str, count: int) -> str:
+    """The page's <title>, "(N) " first while N unread messages notify its user."""
+    return render_to_string(f"{SIDEBAR_TEMPLATE}#page-title", {"title": title, "count": count})
+
+
 def connection(*, state: str, next_path: str = "") -> str:
     """The socket's state in the page's header: "live" (renewed while the socket lives), "ended" (signed out, with a
     way to log in again and come back to `next_path`) or "closed" (the conversation is closed to the reader)."""

@@ -90,33 +90,50 @@ def room_directory(*, user: User, query: str = "", page: int | str = 1) -> Page:
     return listing
 
 
-def unread_mark(*, user: User, rooms: list[Room], read: dict[int, int] | None = None) -> None:
-    """Set each room's `last_read_id` (None: not joined), `unread_count`, `mentioned`, `online_count` and
-    `open_now`, in three queries for any number of rooms (two when `read` has the user's marks already)."""
+def unread_mark(*, user: User, rooms: list[Room], memberships: list[Membership] | None = None) -> None:
+    """Set each room's `level` (None: not joined), `last_read_id`, `unread_count`, `mentioned`, `notify_count`,
+    `online_count` and `open_now`, in three queries for any number of rooms (two when `memberships` holds the
+    user's memberships of them already).
+
+    `notify_count` is what notifies the user (the title's count): every unread message at level `all`, the unread
+    ones mentioning them at `mentions`. A muted conversation (`nothing`) shows and counts nothing.
+    """
     room_ids = [room.pk for room in rooms]
-    if read is None:
-        memberships = Membership.objects.filter(user_id=user.pk, room_id__in=room_ids)
-        read = dict(memberships.values_list("room_id", "last_read_id"))
+    if memberships is None:
+        memberships = list(Membership.objects.filter(user_id=user.pk, room_id__in=room_ids))
+    joined = {membership.room_id: membership for membership in memberships}
     since = Message.objects.filter(
-        room_id__in=list(read), room__memberships__user_id=user.pk, id__gt=F("room__memberships__last_read_id")
-    )
-    unread = dict(
-        since.exclude(author_id=user.pk)
-        .order_by()
+        room_id__in=list(joined), room__memberships__user_id=user.pk, id__gt=F("room__memberships__last_read_id")
+    ).exclude(author_id=user.pk)
+    # Distinct: the mentions' join gives a message one row per person it names.
+    counts = (
+        since.order_by()
         .values("room_id")
-        .annotate(n=Count("pk"))
-        .values_list("room_id", "n")
+        .annotate(n=Count("pk", distinct=True), mentions=Count("pk", filter=Q(mentions=user.pk), distinct=True))
     )
-    mentioned = set(since.filter(mentions=user.pk).values_list("room_id", flat=True).distinct()) if unread else set()
-    counts = presence.store().counts(room_ids=room_ids)
+    unread = {row["room_id"]: (row["n"], row["mentions"]) for row in counts} if joined else {}
+    online = presence.store().counts(room_ids=room_ids)
     # A room the user has open right now is being read: nothing in it is new.
     open_now = presence.store().rooms_of(user_id=user.pk, room_ids=room_ids)
     for room in rooms:
-        room.last_read_id = read.get(room.pk)
+        membership = joined.get(room.pk)
+        room.level = membership.level if membership is not None else None
+        room.last_read_id = membership.last_read_id if membership is not None else None
         room.open_now = room.pk in open_now
-        room.unread_count = 0 if room.open_now else unread.get(room.pk, 0)
-        room.mentioned = room.pk in mentioned and not room.open_now
-        room.online_count = counts.get(room.pk, 0)
+        room.muted = membership is not None and membership.muted
+        count, mentions = (0, 0) if room.open_now or room.muted else unread.get(room.pk, (0, 0))
+        room.unread_count, room.mentioned = count, mentions > 0
+        room.notify_count = notify_count(level=room.level, unread=count, mentions=mentions)
+        room.online_count = online.get(room.pk, 0)
+
+
+def notify_count(*, level: str | None, unread: int, mentions: int) -> int:
+    """How many of a conversation's unread messages notify a member at this level (not joined: none)."""
+    if level == Membership.Level.ALL:
+        return unread
+    if level == Membership.Level.MENTIONS:
+        return mentions
+    return 0
 
 
 @dataclass
@@ -127,6 +144,11 @@ class Sidebar:
     people: list[Room]
     # The newest message id its counts include: a later one's news adds to them (chat.consumers).
     counted_up_to: int
+
+    @property
+    def notify_total(self) -> int:
+        """The unread messages that notify the user, in every conversation but the one read: the title's count."""
+        return sum(room.notify_count for room in [*self.rooms, *self.people])
 
 
 def sidebar_room_ids(*, user: User) -> list[int]:
@@ -153,17 +175,22 @@ def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
             people.append(room)
     joined = sorted((room for room in rooms if not room.is_direct), key=lambda room: room.name.lower())
     people.sort(key=lambda room: room.last_message_at or room.created_at, reverse=True)
-    read = {m.room_id: m.last_read_id for m in memberships}
-    unread_mark(user=user, rooms=[*joined, *people], read=read)
+    unread_mark(user=user, rooms=[*joined, *people], memberships=memberships)
     for room in [*joined, *people]:
         room.is_current = current is not None and room.pk == current.pk
         if room.is_current:
-            room.unread_count, room.mentioned = 0, False
+            room.unread_count, room.mentioned, room.notify_count = 0, False, 0
     return Sidebar(rooms=joined, people=people, counted_up_to=counted_up_to)
 
 
 def room_last_read_id(*, room: Room, user: User) -> int | None:
     return Membership.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
+
+
+def notification_level(*, room: Room, user: User) -> str:
+    """The user's level in the conversation: theirs, or the default a member starts with."""
+    level = Membership.objects.filter(room=room, user=user).values_list("level", flat=True).first()
+    return level or Membership.level_default(room)
 
 
 def room_member_ids(*, room: Room) -> list[int]:

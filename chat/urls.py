@@ -11,6 +11,7 @@ def conversation_urls(key: str, *, room_only: bool = False) -> list:
         path(f"<str:{key}>/history/", views.room_history, name="history"),
         path(f"<str:{key}>/search/", views.room_search, name="search"),
         path(f"<str:{key}>/messages/<int:message_id>/", views.message_in_context, name="message"),
+        path(f"<str:{key}>/notifications/", views.notification_level, name="notifications"),
     ]
     if room_only:
         patterns += [

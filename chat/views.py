@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import User
 from chat import attachments, errors, fragments, http_limits, selectors, services
 from chat.http_limits import write_limited
-from chat.models import Attachment, Room
+from chat.models import Attachment, Membership, Room
 
 
 @require_GET
@@ -179,6 +179,30 @@ def room_settings(request: HttpRequest, room: Room) -> HttpResponse:
             notices.success(request, f"{room.title} is now public.")
         return redirect("chat:settings", room_name=room.name)
     return room_settings_page(request, room)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@write_limited("room_settings")
+@conversation_view
+def notification_level(request: HttpRequest, room: Room) -> HttpResponse:
+    """What of the conversation notifies the reader (`level=all|mentions|nothing`): their title's count and emails."""
+    if request.method == "POST":
+        try:
+            membership = services.memberships.notification_level_set(
+                room=room, user=request.user, level=request.POST.get("level", "")
+            )
+        except errors.ChatError as error:
+            return notification_level_page(request, room, error=str(error), status=400)
+        notices.success(request, f"{room.title}: {membership.get_level_display().lower()}.")
+        return redirect(room.url("notifications"))
+    return notification_level_page(request, room)
+
+
+def notification_level_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
+    level = selectors.notification_level(room=room, user=request.user)
+    context = {"room": room, "level": level, "levels": Membership.Level.choices, "error": error}
+    return render(request, "chat/notifications.html", context, status=status)
 
 
 def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:

@@ -79,6 +79,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # The unread count in the title of pages without a sidebar (pages with one count from it).
+                "chat.context_processors.unread_total",
             ],
         },
     },

@@ -14,11 +14,20 @@ from channels.layers import get_channel_layer
 from django.urls import reverse
 
 from chat import fragments, selectors
-from chat.events import ConversationJoined, ConversationLeft, ConversationNews, Event, Fragment, SessionEnded
+from chat.events import (
+    ConversationJoined,
+    ConversationLeft,
+    ConversationNews,
+    ConversationRead,
+    Event,
+    Fragment,
+    NotificationLevelChanged,
+    SessionEnded,
+)
 from chat.groups import session_group
 from chat.hub import hub
-from chat.models import Room, sidebar_group
-from chat.selectors import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant
+from chat.models import Membership, Room, sidebar_group
+from chat.selectors import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, notify_count
 from chat.transport import Frame, Wire
 
 # One logger for every socket, "chat.consumers" (README, "Logs").
@@ -69,6 +78,11 @@ class HubConsumer(AsyncWebsocketConsumer):
     sidebar_unread: dict[int, int]
     sidebar_mentioned: set[int]
     sidebar_counted_up_to = 0
+    # Each entry's level, and how many of its unread messages notify the user: the title's count is their sum.
+    sidebar_levels: dict[int, str]
+    notify_unread: dict[int, int]
+    # The count the page's title shows (None: not sent by this socket yet).
+    title_count: int | None = None
     showing_room_id: int | None = None
     # What the socket was opened with, checked before each write and in the hub's batches (chat.hub.recheck).
     grant: SocketGrant | None = None
@@ -83,6 +97,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         # The user's id as a plain int: read for every frame, and the scope's user is a lazy object.
         self.user_id = getattr(self.user, "pk", None)
         self.sidebar_unread, self.sidebar_mentioned = {}, set()
+        self.sidebar_levels, self.notify_unread = {}, {}
         # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
         self.frame_in_hand = asyncio.Lock()
         _open_sockets.add(self)
@@ -113,14 +128,34 @@ class HubConsumer(AsyncWebsocketConsumer):
         room_ids = await database_sync_to_async(selectors.sidebar_room_ids)(user=self.user)
         return [sidebar_group(room_id) for room_id in room_ids if room_id != self.showing_room_id]
 
-    def sidebar_render(self, current: Room | None) -> str:
-        """The user's sidebar, whole, and the counts that its news then adds to (call after joining its groups)."""
-        sidebar = selectors.sidebar(user=self.user, current=current)
-        self.sidebar_unread = {room.pk: room.unread_count for room in [*sidebar.rooms, *sidebar.people]}
-        self.sidebar_unread.pop(self.showing_room_id, None)
-        self.sidebar_mentioned = {room.pk for room in [*sidebar.rooms, *sidebar.people] if room.mentioned}
+    def page_title(self) -> str:
+        """What the page's <title> calls it, after its count (each page's template's `title` block)."""
+        raise NotImplementedError
+
+    def sidebar_current(self) -> Room | None:
+        """The conversation this page shows, marked in its sidebar."""
+        return None
+
+    def sidebar_render(self) -> str:
+        """The user's sidebar, whole, with the page's title; and the counts their news then adds to (call after
+        joining its groups)."""
+        sidebar = selectors.sidebar(user=self.user, current=self.sidebar_current())
+        rooms = [room for room in [*sidebar.rooms, *sidebar.people] if room.pk != self.showing_room_id]
+        self.sidebar_unread = {room.pk: room.unread_count for room in rooms}
+        self.sidebar_mentioned = {room.pk for room in rooms if room.mentioned}
+        self.sidebar_levels = {room.pk: room.level for room in rooms}
+        self.notify_unread = {room.pk: room.notify_count for room in rooms}
         self.sidebar_counted_up_to = sidebar.counted_up_to
-        return fragments.sidebar(sidebar=sidebar)
+        self.title_count = None
+        return fragments.sidebar(sidebar=sidebar) + self.title_changed()
+
+    def title_changed(self) -> str:
+        """The page's title when its count changed since this socket last sent it, else nothing."""
+        count = sum(self.notify_unread.values())
+        if count == self.title_count:
+            return ""
+        self.title_count = count
+        return fragments.page_title(title=self.page_title(), count=count)
 
     async def send_snapshot(self, make: Callable[[], Awaitable[str]]) -> None:
         """Send what `make` returns (the page's state), then what the groups' events brought meanwhile, in order.
@@ -133,26 +168,38 @@ class HubConsumer(AsyncWebsocketConsumer):
         finally:
             held, self.held = self.held, None
             for event in held:
-                frame = self.sidebar_frame(event) if isinstance(event, ConversationNews) else self.frame_for(event)
-                if frame is not None:
+                if isinstance(event, ConversationNews):
+                    frames = self.sidebar_frames(event)
+                else:
+                    frames = [frame] if (frame := self.frame_for(event)) is not None else []
+                for frame in frames:
                     await self.deliver(frame)
 
-    def sidebar_frame(self, event: ConversationNews) -> Frame | None:
-        """A message in one of the user's other conversations: one more on its badge, rendered once per count."""
+    def sidebar_frames(self, event: ConversationNews) -> list[Frame]:
+        """A message in one of the user's other conversations: one more on its badge (rendered once per count), and
+        on the title when it notifies them. Nothing for a muted one."""
         if self.held is not None:
             self.held.append(event)
-            return None
+            return []
         room_id = event.room_id
         count = self.sidebar_unread.get(room_id)
         if count is None or self.session_ended or event.message_id <= self.sidebar_counted_up_to:
-            return None
+            return []
         # Not news to its author, nor while the user has it open in another tab of this process.
         if event.author_id == self.user_id or hub().connections.get((room_id, self.user_id)):
-            return None
-        if self.user_id in event.mentioned:
+            return []
+        level = self.sidebar_levels.get(room_id)
+        if level == Membership.Level.NOTHING:
+            return []
+        mentioned = self.user_id in event.mentioned
+        if mentioned:
             self.sidebar_mentioned.add(room_id)
         self.sidebar_unread[room_id] = count + 1
-        return hub().sidebar_badges(room_id, count + 1, room_id in self.sidebar_mentioned)
+        frames = [hub().sidebar_badges(room_id, count + 1, room_id in self.sidebar_mentioned)]
+        if notify_count(level=level, unread=1, mentions=int(mentioned)):
+            self.notify_unread[room_id] = self.notify_unread.get(room_id, 0) + 1
+            frames.append(Frame(self.title_changed()))
+        return frames
 
     async def hub_leave(self) -> None:
         """Leave the hub's groups, once."""
@@ -171,6 +218,10 @@ class HubConsumer(AsyncWebsocketConsumer):
                 await self.conversation_joined(event)
             case ConversationLeft():
                 await self.conversation_left(event)
+            case ConversationRead():
+                await self.conversation_read(event)
+            case NotificationLevelChanged():
+                await self.notification_level_changed(event)
 
     def frame_for(self, event: Fragment) -> Frame | None:
         """The frame of a group event this socket shows, or None."""
@@ -229,17 +280,38 @@ class HubConsumer(AsyncWebsocketConsumer):
             return
         if room_id not in self.sidebar_unread:
             self.sidebar_unread[room_id] = event.unread
+            self.sidebar_levels[room_id] = event.level
+            self.notify_unread[room_id] = notify_count(level=event.level, unread=event.unread, mentions=0)
             await self.hub_join([sidebar_group(room_id)])
-        await self.send(text_data=event.html)
+        await self.send(text_data=event.html + self.title_changed())
 
     async def conversation_left(self, event: ConversationLeft) -> None:
         room_id = event.room_id
         if self.sidebar_unread.pop(room_id, None) is not None:
+            self.sidebar_mentioned.discard(room_id)
+            self.sidebar_levels.pop(room_id, None)
+            self.notify_unread.pop(room_id, None)
             group = sidebar_group(room_id)
             self.joined = [joined for joined in self.joined if joined != group]
             await hub().leave(self, [group])
         # Also on a page that still shows the room: the user has left it, wherever they did.
-        await self.send(text_data=event.html)
+        await self.send(text_data=event.html + self.title_changed())
+
+    async def conversation_read(self, event: ConversationRead) -> None:
+        """The user opened the conversation elsewhere: its badge and its share of the title go."""
+        room_id = event.room_id
+        if not self.sidebar_unread.get(room_id) and room_id not in self.sidebar_mentioned:
+            return
+        self.sidebar_unread[room_id] = 0
+        self.sidebar_mentioned.discard(room_id)
+        self.notify_unread[room_id] = 0
+        await self.deliver(hub().sidebar_badges(room_id, 0, False))
+        if title := self.title_changed():
+            await self.send(text_data=title)
+
+    async def notification_level_changed(self, event: NotificationLevelChanged) -> None:
+        """The user changed what a conversation notifies them of: the sidebar and the title, counted again."""
+        await self.send_snapshot(database_sync_to_async(self.sidebar_render))
 
     async def deliver(self, frame: Frame) -> None:
         try:

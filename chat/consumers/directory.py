@@ -11,6 +11,7 @@ from chat import fragments, selectors
 from chat.consumers.base import CLOSE_UNAUTHENTICATED, HubConsumer, socket_log_fields
 from chat.events import Fragment, MentionFlagged, RoomActivity, RoomListed, RoomOnlineCounted, RoomUnlisted
 from chat.groups import DIRECTORY_GROUP, directory_user_group, session_group
+from chat.models import Membership
 from chat.transport import Frame
 
 # One logger for every socket, "chat.consumers" (README, "Logs").
@@ -55,7 +56,10 @@ class RoomDirectoryConsumer(HubConsumer):
         rooms = selectors.room_directory(user=self.user, query=self.query, page=self.page)
         self.listed = {room.pk for room in rooms}
         live = fragments.connection(state="live")
-        return fragments.directory_room_list(rooms=rooms) + self.sidebar_render(current=None) + live
+        return fragments.directory_room_list(rooms=rooms) + self.sidebar_render() + live
+
+    def page_title(self) -> str:
+        return "Rooms"
 
     async def disconnect(self, code: int) -> None:
         await self.hub_leave()
@@ -78,7 +82,11 @@ class RoomDirectoryConsumer(HubConsumer):
                 event.room_id not in self.listed
             ):
                 return None
+            case MentionFlagged() if self.sidebar_levels.get(event.room_id) == Membership.Level.NOTHING:
+                return None
             case RoomActivity():
-                # A list made after some of these messages counts them already (or its user saw them).
-                return event.frame_with_news(event.news_for(self.user_id, after=self.listed_up_to))
+                # A list made after some of these messages counts them already (or its user saw them); a muted
+                # room counts nothing.
+                muted = self.sidebar_levels.get(event.room_id) == Membership.Level.NOTHING
+                return event.frame_with_news(0 if muted else event.news_for(self.user_id, after=self.listed_up_to))
         return event.frame()

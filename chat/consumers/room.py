@@ -21,6 +21,7 @@ from chat.consumers.base import (
     server_restarting,
     socket_log_fields,
 )
+from chat.consumers.reading import read_marks
 from chat.errors import ChatError, DeliveryError, InvalidRoomName
 from chat.events import (
     AccessChanged,
@@ -227,7 +228,7 @@ class ChatRoomConsumer(HubConsumer):
             fresh.fresh_until = min(fresh.fresh_until, time.monotonic() + (midnight - now).total_seconds())
         latest_id = cached.messages[-1].pk if cached.messages else 0
         last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
-        sidebar_html = self.sidebar_render(current=self.room)
+        sidebar_html = self.sidebar_render()
         # A room page shows the user's direct messages among the room's, as whispers.
         private = [] if self.room.is_direct else selectors.private_messages_recent(user=self.user)
         messages = selectors.messages_merged(cached.messages, private)
@@ -241,6 +242,12 @@ class ChatRoomConsumer(HubConsumer):
 
     def page_path(self) -> str:
         return self.room.url()
+
+    def page_title(self) -> str:
+        return self.room.title
+
+    def sidebar_current(self) -> Room | None:
+        return self.room
 
     async def hub_leave(self) -> None:
         """Uncount this connection and leave the groups, once; everything shown meanwhile has been read."""
@@ -363,4 +370,6 @@ class ChatRoomConsumer(HubConsumer):
                 return None
             case TypingNoticed() if event.typist_id == self.user_id:
                 return None
+            case MessageAppended() if event.whisper_of is None:  # shown: read (chat.consumers.reading)
+                read_marks().note(room_id=self.room.pk, user_id=self.user_id, message_id=event.message_id)
         return event.frame()

@@ -28,12 +28,14 @@ from chat.events import (
     ConversationJoined,
     ConversationLeft,
     ConversationNews,
+    ConversationRead,
     Event,
     Fragment,
     MentionFlagged,
     MessageAppended,
     MessageReplaced,
     MessagesRemoved,
+    NotificationLevelChanged,
     PresenceChanged,
     RoomListed,
     RoomNews,
@@ -104,7 +106,14 @@ class Hub(Recovery, DirectoryDesk, Recheck):
             case AccessChanged():
                 self.room_listed_set(group, listed=not event.members_only)
                 await self.act(group, event)
-            case SessionEnded() | RoomStatusChanged() | ConversationJoined() | ConversationLeft():
+            case (
+                SessionEnded()
+                | RoomStatusChanged()
+                | ConversationJoined()
+                | ConversationLeft()
+                | ConversationRead()
+                | NotificationLevelChanged()
+            ):
                 await self.act(group, event)
             case Fragment():
                 await self.fan_out(group, event)

@@ -38,7 +38,7 @@ class Socket(Protocol):
 
     def frame_for(self, event: Fragment) -> Frame | None: ...
 
-    def sidebar_frame(self, event: ConversationNews) -> Frame | None: ...
+    def sidebar_frames(self, event: ConversationNews) -> list[Frame]: ...
 
     async def deliver(self, frame: Frame) -> None: ...
 
@@ -114,10 +114,9 @@ class Subscriptions:
                 await socket.deliver(frame)
 
     async def sidebar_news(self, group: str, event: ConversationNews) -> None:
-        """A badge per distinct count, not per page: each page knows its own count (HubConsumer.sidebar_frame)."""
+        """A badge per distinct count, not per page: each page knows its own count (HubConsumer.sidebar_frames)."""
         for socket in list(self.members.get(group, ())):
-            frame = socket.sidebar_frame(event)
-            if frame is not None:
+            for frame in socket.sidebar_frames(event):
                 await socket.deliver(frame)
 
     async def act(self, group: str, event: Event) -> None:

@@ -2,7 +2,7 @@
 
 - `sessions`: which sockets a login owns, and closing them when it ends.
 - `rooms`: room names, finding or creating a conversation, who may open it.
-- `memberships`: joining, leaving, members, privacy, read marks.
+- `memberships`: joining, leaving, members, privacy, read marks, notification levels.
 - `messages`: parsing what was typed, storing, editing and retracting messages.
 - `reactions`, `attachments`: what can be added to a message.
 - `storage`: the files attachments keep.

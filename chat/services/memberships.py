@@ -1,8 +1,10 @@
-"""Who is in a conversation: joining, leaving, members a creator adds or takes out, privacy, how far each has read."""
+"""Who is in a conversation: joining, leaving, members a creator adds or takes out, privacy, how far each has read
+and what of it notifies each."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from functools import partial
 
@@ -36,7 +38,21 @@ def conversation_mark_read(*, room: Room, user: User, latest_id: int | None = No
             return None
     if membership.last_read_id != latest:
         Membership.objects.filter(pk=membership.pk).update(last_read_id=latest)
+        if join:  # opened: the user's other pages stop counting it
+            transaction.on_commit(partial(broadcasts.conversation_read, room_id=room.pk, user_id=user.pk))
     return membership.last_read_id
+
+
+def read_marks_advance(*, marks: dict[tuple[int, int], int]) -> None:
+    """Move read marks forward: {(room id, user id): the newest message id shown}, one UPDATE per room and id."""
+    users: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for (room_id, user_id), message_id in marks.items():
+        users[(room_id, message_id)].append(user_id)
+    with transaction.atomic():
+        for (room_id, message_id), user_ids in users.items():
+            Membership.objects.filter(room_id=room_id, user_id__in=user_ids, last_read_id__lt=message_id).update(
+                last_read_id=message_id
+            )
 
 
 def room_leave(*, room: Room, user: User) -> None:
@@ -79,6 +95,20 @@ def room_member_join(*, room: Room, user: User) -> bool:
     if created:
         transaction.on_commit(partial(broadcasts.conversation_joined, room=room, user=user))
     return created
+
+
+def notification_level_set(*, room: Room, user: User, level: str) -> Membership:
+    """Set what of the conversation notifies the user (all, mentions, nothing); opening a room's page to do it joins
+    it. Their open pages count their sidebar and title again."""
+    if level not in Membership.Level.values:
+        choices = ", ".join(Membership.Level.values)
+        raise ChatError(f"Choose one of {choices}.", reason="invalid_level")
+    room_member_join(room=room, user=user)
+    Membership.objects.filter(room=room, user=user).update(level=level)
+    transaction.on_commit(
+        partial(broadcasts.notification_level_changed, room_id=room.pk, user_id=user.pk, level=level)
+    )
+    return Membership.objects.get(room=room, user=user)
 
 
 def room_member_add(*, room: Room, username: str, by: User) -> User:
