@@ -181,6 +181,14 @@ def room_settings(request: HttpRequest, room: Room) -> HttpResponse:
     return room_settings_page(request, room)
 
 
+# What the notifications page says once a level is saved.
+LEVEL_SAVED = {
+    Membership.Level.ALL: "every message notifies you",
+    Membership.Level.MENTIONS: "only messages that mention you notify you",
+    Membership.Level.NOTHING: "muted, nothing in it notifies you",
+}
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 @write_limited("room_settings")
@@ -194,14 +202,20 @@ def notification_level(request: HttpRequest, room: Room) -> HttpResponse:
             )
         except errors.ChatError as error:
             return notification_level_page(request, room, error=str(error), status=400)
-        notices.success(request, f"{room.title}: {membership.get_level_display().lower()}.")
+        notices.success(request, f"{room.title}: {LEVEL_SAVED[membership.level]}.")
         return redirect(room.url("notifications"))
     return notification_level_page(request, room)
 
 
 def notification_level_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
     level = selectors.notification_level(room=room, user=request.user)
-    context = {"room": room, "level": level, "levels": Membership.Level.choices, "error": error}
+    context = {
+        "room": room,
+        "level": level,
+        "levels": Membership.Level.choices,
+        "error": error,
+        "sidebar": selectors.sidebar(user=request.user, current=room),
+    }
     return render(request, "chat/notifications.html", context, status=status)
 
 
