@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from accounts.models import User
+from accounts.models import ApiToken, User
 from accounts.signals import password_set_by_admin, users_deleting
 
 
@@ -44,3 +44,16 @@ class UserAdmin(BaseUserAdmin):
             return User.objects.filter(pk=unquote(id)).values_list("password", flat=True).first()
         except (ValueError, ValidationError):  # not a primary key: Django's view answers 404
             return None
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """People's API tokens: staff see them and can revoke one (set "revoked at"); only their owner makes them."""
+
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["created_at", "last_used_at", "revoked_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    readonly_fields = ["user", "name", "prefix", "key_hash", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

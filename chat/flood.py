@@ -69,7 +69,7 @@ NOUNS = {
     "password_reset_email": "password reset emails to one address",
     "password_change": "password changes",
     "account": "account changes",
-    "tokens": "new API tokens",
+    "tokens": "changes to API tokens",
 }
 
 

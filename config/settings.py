@@ -309,7 +309,7 @@ WRITE_LIMIT_DEFAULTS: dict[str, tuple[int, float]] = {
     "password_change": (30, 60),
     # Any other account form (email addresses, reauthentication).
     "account": (30, 60),
-    # Personal API tokens, to come.
+    # Personal API tokens made or revoked at /accounts/tokens/.
     "tokens": (30, 60),
 }
 

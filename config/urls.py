@@ -2,11 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from chat import views_tokens
 from chat.urls import dm_urlpatterns
 from config import csp_report, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:directory", permanent=False)),
+    # Personal API tokens (chat/views_tokens.py), before allauth's pages under the same prefix.
+    path("accounts/tokens/", views_tokens.api_tokens, name="api_tokens"),
+    path("accounts/tokens/<int:token_id>/revoke/", views_tokens.api_token_revoke, name="api_token_revoke"),
     path("accounts/", include("allauth.urls")),
     path("chat/", include("chat.urls")),
     path("dm/", include(dm_urlpatterns)),

@@ -134,7 +134,7 @@ def test_without_htmx_the_answer_is_a_plain_page_with_the_sentence(message, bob,
     assert "Too many requests" in visible_text(html)
 
 
-def test_the_api_to_come_gets_json(bob):
+def test_a_refusal_under_api_gets_json(bob):
     request = RequestFactory().post("/api/tokens/")
     request.user = bob
 
@@ -144,7 +144,7 @@ def test_the_api_to_come_gets_json(bob):
     assert response["Retry-After"] == "13"
     assert response["Content-Type"] == "application/json"
     assert json.loads(response.content) == {
-        "error": "Slow down: at most 30 new API tokens per minute. Try again in 13 seconds."
+        "error": "Slow down: at most 30 changes to API tokens per minute. Try again in 13 seconds."
     }
 
 
