@@ -70,6 +70,7 @@ NOUNS = {
     "password_change": "password changes",
     "account": "account changes",
     "tokens": "changes to API tokens",
+    "api": "writes over the API",
 }
 
 

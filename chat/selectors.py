@@ -250,6 +250,12 @@ def room_messages_recent(*, room: Room, before: int | None = None, limit: int | 
     return _recent(Q(room=room), before=before, limit=limit)
 
 
+def room_messages_after(*, room: Room, after: int, limit: int) -> list[Message]:
+    """The room's first `limit` messages newer than `after`, oldest first: a reader catching up (the API)."""
+    messages = Message.objects.filter(room=room, id__gt=after).select_related("author", "recipient", "attachment")
+    return list(messages.order_by("id")[:limit])
+
+
 def private_messages_recent(*, user: User, before: int | None = None, limit: int | None = None) -> list[Message]:
     """The newest messages of the user's direct conversations (older than `before`), oldest first: their
     whispers in a room page."""

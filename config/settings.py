@@ -311,6 +311,8 @@ WRITE_LIMIT_DEFAULTS: dict[str, tuple[int, float]] = {
     "account": (30, 60),
     # Personal API tokens made or revoked at /accounts/tokens/.
     "tokens": (30, 60),
+    # Every write over the HTTP API (/api/v1/), per token's user; messages also count against the flood limit.
+    "api": (30, 60),
 }
 
 

@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from chat import views_tokens
+from chat import api, views_tokens
 from chat.urls import dm_urlpatterns
 from config import csp_report, health
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("dm/", include(dm_urlpatterns)),
     path("admin/", admin.site.urls),
+    # The HTTP API (docs/api.md); anything else under /api/ is a 404 in its JSON shape.
+    path("api/v1/", api.urls()),
+    re_path(r"^api/", api.api_not_found),
     # For load balancers (README, "Operations"): no slash, no login, no redirect.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -58,19 +58,25 @@ def direct_room_get_or_create(*, user: User, peer: User) -> Room:
     return room
 
 
-def conversation_open(*, user: User, room_name: str | None = None, username: str | None = None) -> Room:
+def conversation_open(
+    *, user: User, room_name: str | None = None, username: str | None = None, create: bool = True
+) -> Room:
     """The conversation a URL names for this reader, or NotFound when they may not read it.
 
-    `room_name`: a room (created when new, the reader its creator); `username`: the reader's direct conversation
-    with that person. Every page, fragment view and socket of a conversation starts here.
+    `room_name`: a room (created when new, the reader its creator, unless `create` is false: then a new name is
+    NotFound, as the API has it); `username`: the reader's direct conversation with that person. Every page,
+    fragment view, socket and API call of a conversation starts here.
     """
     if username is not None:
         peer = selectors.user_get_by_username(username=username)
         if peer is None or peer.pk == user.pk or not peer.is_active:
             raise NotFound("There is no such conversation.")
         return direct_room_get_or_create(user=user, peer=peer)
-    room = room_get_or_create(name=room_name or "", by=user)
-    if not selectors.room_readable(room=room, user=user):
+    if create:
+        room = room_get_or_create(name=room_name or "", by=user)
+    else:
+        room = selectors.room_get(name=room_name_validate(room_name or ""))
+    if room is None or not selectors.room_readable(room=room, user=user):
         raise NotFound("There is no such room.")
     return room
 
