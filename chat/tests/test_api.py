@@ -164,6 +164,15 @@ def test_revoking_takes_a_post(alice, alice_token):
     assert logged_in(alice).get(f"/accounts/tokens/{api_token.pk}/revoke/").status_code == 405
 
 
+def test_staff_see_tokens_in_the_admin_without_their_secret_and_cannot_make_one(admin_client, alice, alice_token):
+    api_token = ApiToken.objects.get(user=alice)
+    listing = admin_client.get("/admin/accounts/apitoken/")
+    assert listing.status_code == 200
+    assert api_token.prefix in listing.content.decode()
+    assert alice_token not in admin_client.get(f"/admin/accounts/apitoken/{api_token.pk}/change/").content.decode()
+    assert admin_client.get("/admin/accounts/apitoken/add/").status_code == 403
+
+
 def test_making_tokens_is_write_limited(alice, settings):
     settings.CHAT_WRITE_LIMITS = {**settings.CHAT_WRITE_LIMITS, "tokens": (2, 60)}
     client = logged_in(alice)
