@@ -284,6 +284,12 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 # checks access and answers with X-Accel-Redirect, and nginx sends the bytes. Unset: the app streams them.
 CHAT_ATTACHMENT_ACCEL_REDIRECT = os.environ.get("CHAT_ATTACHMENT_ACCEL_REDIRECT", "").strip()
 
+# Outgoing webhooks (chat/webhooks.py): the whole exchange's deadline, the most of an answer read, and whether a URL
+# may reach private, loopback or link-local addresses (off: only public ones; tests and a closed network turn it on).
+CHAT_WEBHOOK_TIMEOUT_SECONDS = 5.0
+CHAT_WEBHOOK_MAX_RESPONSE_BYTES = 64 * 1024
+CHAT_WEBHOOK_ALLOW_PRIVATE = env_bool("CHAT_WEBHOOK_ALLOW_PRIVATE")
+
 # Writes over HTTP (README and SECURITY.md, "Limits"; chat/flood.py): at most <count> of each kind per sliding
 # <seconds>, per user (per client address when anonymous); over it the answer is 429 with Retry-After and a sentence.
 # CHAT_WRITE_LIMITS changes some kinds, e.g. "reactions=10/60,signup=5/60,rooms=off". ACCOUNT_RATE_LIMITS=off (the
