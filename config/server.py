@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import logging
 import signal
 from types import FrameType
@@ -75,7 +76,9 @@ class BodyLimitedRequest(WebRequest):
         # Whatever the client still sends is read and dropped, as Twisted drops bytes after a connection's last one.
         channel.dataReceived = channel.rawDataReceived = channel.lineReceived = lambda data: None
         transport = channel.transport
-        transport.write(too_large_response())
+        # The request line's path, which Twisted keeps on the channel until the body is in (request.path comes later).
+        path = getattr(channel, "_path", b"") or b""
+        transport.write(too_large_response(api=path.startswith(b"/api/")))
         client = getattr(transport.getPeer(), "host", None)
         extra = {"declared": declared, "limit": settings.REQUEST_BODY_MAX_BYTES, "client": client}
         logger.warning("request body refused", extra=extra)
@@ -87,16 +90,24 @@ class BodyLimitedRequest(WebRequest):
         reactor.callLater(REFUSED_BODY_LINGER_SECONDS, transport.loseConnection)
 
 
-def too_large_response() -> bytes:
-    """The whole 413 answer: the sentence as an out-of-band #chat-error (role="alert"), as the app answers htmx."""
-    sentence = html.escape(too_large_sentence())
-    body = (
-        '<!DOCTYPE html>\n<meta charset="utf-8">\n'
-        f'<div id="chat-error" role="alert" hx-swap-oob="true">{sentence}</div>\n'
-    ).encode()
+def too_large_response(*, api: bool = False) -> bytes:
+    """The whole 413 answer: the sentence as an out-of-band #chat-error (role="alert"), as the app answers htmx; under
+    /api/, {"error": ...} as the API answers (docs/api.md)."""
+    if api:
+        # The API's own limit (Django's, chat.api.too_large): any body over it is refused, here or there.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+        body = json.dumps({"error": f"The body is too large: at most {limit} KiB."}).encode()
+        content_type = "application/json"
+    else:
+        sentence = html.escape(too_large_sentence())
+        body = (
+            '<!DOCTYPE html>\n<meta charset="utf-8">\n'
+            f'<div id="chat-error" role="alert" hx-swap-oob="true">{sentence}</div>\n'
+        ).encode()
+        content_type = "text/html; charset=utf-8"
     head = (
         "HTTP/1.1 413 Content Too Large\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Content-Security-Policy: default-src 'none'\r\n"
         "X-Content-Type-Options: nosniff\r\n"

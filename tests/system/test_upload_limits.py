@@ -8,6 +8,7 @@ that lies about its body or keeps sending would. None asserts how fast: without 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -67,6 +68,19 @@ def test_a_body_declared_over_the_limit_gets_413_before_it_is_sent(server, path)
     assert re.search(r'<div id="chat-error" role="alert" hx-swap-oob="true">', body)
     assert visible_text(body) == SENTENCE
     assert "request body refused" in server_log(server)
+
+
+def test_a_body_declared_over_the_limit_under_api_gets_the_api_s_json(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as sock:
+        sock.sendall(
+            request_head("/api/v1/rooms/lobby/messages", "Content-Type: application/json", f"Content-Length: {GiB}")
+        )
+
+        status, headers, body = status_and_body(read_answer(sock))
+
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "The body is too large: at most 64 KiB."}
 
 
 def test_a_body_one_byte_over_the_limit_is_refused_and_one_at_the_limit_is_not(server):
