@@ -18,7 +18,7 @@ from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from chat import presence
-from chat.models import Attachment, Membership, Message, Room, direct_room_name
+from chat.models import Attachment, Membership, Message, Room, ThreadFollow, direct_room_name
 
 SEARCH_CONFIG = "english"
 
@@ -102,8 +102,12 @@ def unread_mark(*, user: User, rooms: list[Room], memberships: list[Membership] 
     if memberships is None:
         memberships = list(Membership.objects.filter(user_id=user.pk, room_id__in=room_ids))
     joined = {membership.room_id: membership for membership in memberships}
+    # Replies are counted by their threads (`threads_followed`), not in their conversation.
     since = Message.objects.filter(
-        room_id__in=list(joined), room__memberships__user_id=user.pk, id__gt=F("room__memberships__last_read_id")
+        room_id__in=list(joined),
+        room__memberships__user_id=user.pk,
+        id__gt=F("room__memberships__last_read_id"),
+        parent=None,
     ).exclude(author_id=user.pk)
     # Distinct: the mentions' join gives a message one row per person it names.
     counts = (
@@ -144,11 +148,18 @@ class Sidebar:
     people: list[Room]
     # The newest message id its counts include: a later one's news adds to them (chat.consumers).
     counted_up_to: int
+    # The unread replies of each followed thread that has some (not the one the page shows).
+    threads_unread: dict[int, int]
+
+    @property
+    def threads_unread_total(self) -> int:
+        return sum(self.threads_unread.values())
 
     @property
     def notify_total(self) -> int:
-        """The unread messages that notify the user, in every conversation but the one read: the title's count."""
-        return sum(room.notify_count for room in [*self.rooms, *self.people])
+        """The unread messages that notify the user, in every conversation but the one read, and the unread replies
+        of the threads they follow: the title's count."""
+        return sum(room.notify_count for room in [*self.rooms, *self.people]) + self.threads_unread_total
 
 
 def sidebar_room_ids(*, user: User) -> list[int]:
@@ -156,8 +167,9 @@ def sidebar_room_ids(*, user: User) -> list[int]:
     return list(Membership.objects.filter(user_id=user.pk).values_list("room_id", flat=True))
 
 
-def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
-    """The user's sidebar with its unread counts, `current` marked (and counting nothing: it is being read).
+def sidebar(*, user: User, current: Room | None = None, thread: Message | None = None) -> Sidebar:
+    """The user's sidebar with its unread counts, `current` marked (and counting nothing: it is being read, unless the
+    page shows one of its threads, `thread`, which then counts nothing).
 
     A direct conversation shows once it has a message, or while it is the page's own.
     """
@@ -178,9 +190,14 @@ def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
     unread_mark(user=user, rooms=[*joined, *people], memberships=memberships)
     for room in [*joined, *people]:
         room.is_current = current is not None and room.pk == current.pk
-        if room.is_current:
+        if room.is_current and thread is None:
             room.unread_count, room.mentioned, room.notify_count = 0, False, 0
-    return Sidebar(rooms=joined, people=people, counted_up_to=counted_up_to)
+    threads_unread = {
+        followed.parent.pk: followed.unread
+        for followed in threads_followed(user=user)
+        if followed.unread and (thread is None or followed.parent.pk != thread.pk)
+    }
+    return Sidebar(rooms=joined, people=people, counted_up_to=counted_up_to, threads_unread=threads_unread)
 
 
 def room_last_read_id(*, room: Room, user: User) -> int | None:
@@ -212,7 +229,7 @@ def message_latest_id() -> int:
 
 def message_previous(*, message: Message) -> tuple[int, datetime] | None:
     """Who sent the message before this one in its conversation, and when (None: it is the first)."""
-    previous = Message.objects.filter(room_id=message.room_id, pk__lt=message.pk).order_by("-pk")
+    previous = Message.objects.filter(room_id=message.room_id, pk__lt=message.pk, parent=None).order_by("-pk")
     return previous.values_list("author_id", "created_at").first()
 
 
@@ -246,7 +263,7 @@ def usernames_by_ids(*, user_ids: set[int]) -> dict[int, str]:
 
 
 def room_messages_recent(*, room: Room, before: int | None = None, limit: int | None = None) -> list[Message]:
-    """The room's newest messages (older than `before`), oldest first; the same for every reader."""
+    """The room's newest messages (older than `before`), oldest first, without replies; the same for every reader."""
     return _recent(Q(room=room), before=before, limit=limit)
 
 
@@ -258,8 +275,8 @@ def private_messages_recent(*, user: User, before: int | None = None, limit: int
 
 
 def _recent(visible: Q, *, before: int | None, limit: int | None) -> list[Message]:
-    # A keyset query on its own index.
-    messages = Message.objects.filter(visible)
+    # A keyset query on its own index; replies show in their threads only.
+    messages = Message.objects.filter(visible, parent=None)
     if before is not None:
         messages = messages.filter(id__lt=before)
     newest = messages.select_related("author", "recipient", "attachment").order_by("-id")
@@ -305,11 +322,82 @@ def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
 
 
 def message_context(*, room: Room, message_id: int, around: int = 25) -> list[Message]:
-    """A conversation's message with the messages just before and after it, oldest first."""
-    messages = Message.objects.filter(room=room).select_related("author", "attachment").prefetch_related("mentions")
+    """A conversation's message with the messages just before and after it, oldest first (not replies: a reply shows
+    in its thread)."""
+    messages = Message.objects.filter(room=room, parent=None)
+    messages = messages.select_related("author", "attachment").prefetch_related("mentions")
     before = messages.filter(id__lt=message_id).order_by("-id")[:around]
     rest = messages.filter(id__gte=message_id).order_by("id")[: around + 1]
     return [*reversed(before), *rest]
+
+
+# Threads
+
+
+def thread_parent(*, room: Room, message_id: int) -> Message | None:
+    """The conversation's message with this id, with its author (any message: the caller checks it is no reply)."""
+    return Message.objects.filter(room=room, pk=message_id).select_related("author", "attachment").first()
+
+
+def thread_replies(*, parent: Message) -> list[Message]:
+    """A thread's replies, oldest first."""
+    replies = list(parent.replies.select_related("author", "attachment").order_by("id"))
+    prefetch_related_objects([m for m in replies if "@" in m.body], "mentions")
+    return replies
+
+
+def thread_latest_reply_id(*, parent: Message) -> int:
+    return parent.replies.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+@dataclass
+class FollowedThread:
+    """A thread the user follows, as /threads/ lists it."""
+
+    parent: Message
+    unread: int
+    muted: bool
+
+
+def threads_followed(*, user: User) -> list[FollowedThread]:
+    """The threads the user follows that have a reply, the latest reply first, each with the replies they have not
+    seen (never their own; none while its conversation is muted): two queries, however many threads."""
+    follows = ThreadFollow.objects.filter(
+        user_id=user.pk, thread__reply_count__gt=0, thread__room__in=rooms_readable_by(user=user)
+    )
+    unseen = Q(thread__replies__id__gt=F("last_read_id")) & ~Q(thread__replies__author_id=user.pk)
+    rows = list(
+        follows.annotate(unread=Count("thread__replies", filter=unseen, distinct=True))
+        .select_related("thread__author", "thread__room")
+        .order_by("-thread__last_reply_at", "-thread_id")
+    )
+    muted = set(
+        Membership.objects.filter(
+            user_id=user.pk, room_id__in={row.thread.room_id for row in rows}, level=Membership.Level.NOTHING
+        ).values_list("room_id", flat=True)
+    )
+    # A direct conversation's threads are named by the other person: one query for all of them.
+    direct = {row.thread.room_id: row.thread.room for row in rows if row.thread.room.is_direct}
+    peers = Membership.objects.filter(room_id__in=list(direct)).exclude(user_id=user.pk) if direct else []
+    for room_id, username in peers.values_list("room_id", "user__username") if direct else []:
+        direct[room_id].peer = User(username=username)
+    return [
+        FollowedThread(
+            parent=row.thread,
+            unread=0 if row.thread.room_id in muted else row.unread,
+            muted=row.thread.room_id in muted,
+        )
+        for row in rows
+    ]
+
+
+def thread_parent_visible(*, user: User, message_id: int) -> Message | None:
+    """A thread's first message, if the user may read its conversation (None for a reply)."""
+    return messages_visible_to(user=user).filter(pk=message_id, parent=None).first()
+
+
+def thread_follower_ids(*, parent: Message) -> list[int]:
+    return list(ThreadFollow.objects.filter(thread=parent).values_list("user_id", flat=True))
 
 
 def user_get_by_username(*, username: str) -> User | None:

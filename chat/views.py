@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import User
 from chat import attachments, errors, fragments, http_limits, selectors, services
 from chat.http_limits import write_limited
-from chat.models import Attachment, Membership, Room
+from chat.models import Attachment, Membership, Message, Room
 
 
 @require_GET
@@ -79,24 +79,32 @@ def room_detail(request: HttpRequest, room: Room) -> HttpResponse:
     return room_page(request, room)
 
 
-def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
-    """The conversation's page, also with an error in #chat-error (an upload posted without htmx)."""
+def room_page(
+    request: HttpRequest, room: Room, *, error: str = "", status: int = 200, parent: Message | None = None
+) -> HttpResponse:
+    """The conversation's page, also with an error in #chat-error (an upload posted without htmx); with `parent`,
+    the page of that message's thread instead of the log."""
+    context = {
+        **fragments.limits(),
+        "room": room,
+        "error": error,
+        "online_users": selectors.room_online_users(room=room),
+        "sidebar": selectors.sidebar(user=request.user, current=room, thread=parent),
+        "can_manage": can_manage(room, request.user),
+    }
+    if parent is not None:
+        context.update(parent=parent, replies=selectors.thread_replies(parent=parent))
+        return render(request, "chat/room.html", context, status=status)
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
     if last_read_id is None:  # a room opened for the first time (or again after leaving it) is joined
         services.memberships.room_member_join(room=room, user=request.user)
-    context = {
-        **fragments.limits(),
-        "room": room,
-        "error": error,
-        # Not "messages": that is django.contrib.messages' notices in base.html.
-        "chat_messages": messages,
-        "divider_id": selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=request.user),
-        "online_users": selectors.room_online_users(room=room),
-        "sidebar": selectors.sidebar(user=request.user, current=room),
-        "can_manage": can_manage(room, request.user),
-    }
+    # Not "messages": that is django.contrib.messages' notices in base.html.
+    context["chat_messages"] = messages
+    context["divider_id"] = selectors.unread_divider_id(
+        messages=messages, last_read_id=last_read_id, user=request.user
+    )
     return render(request, "chat/room.html", context, status=status)
 
 

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from chat import views_threads
 from chat.urls import dm_urlpatterns
 from config import csp_report, health
 
@@ -10,6 +11,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("chat/", include("chat.urls")),
     path("dm/", include(dm_urlpatterns)),
+    path("threads/", views_threads.threads_followed, name="threads"),
     path("admin/", admin.site.urls),
     # For load balancers (README, "Operations"): no slash, no login, no redirect.
     path("healthz", health.healthz, name="healthz"),
