@@ -142,7 +142,10 @@ def room_search(request: HttpRequest, room: Room) -> HttpResponse:
 @login_required
 @conversation_view
 def message_in_context(request: HttpRequest, room: Room, message_id: int) -> HttpResponse:
-    """A conversation's message in its place in the history, with the messages around it."""
+    """A conversation's message in its place in the history, with the messages around it; a reply in its thread."""
+    parent_id = selectors.reply_parent_id(room=room, message_id=message_id)
+    if parent_id is not None:
+        return redirect(f"{room.url('thread', parent_id)}#message-{message_id}")
     messages = selectors.message_context(room=room, message_id=message_id)
     if not any(m.pk == message_id for m in messages):
         raise Http404("No such message in this conversation.")

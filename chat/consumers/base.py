@@ -26,10 +26,11 @@ from chat.events import (
     ThreadNews,
     ThreadRead,
 )
+from chat.grants import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, socket_grants_revoked
 from chat.groups import session_group
 from chat.hub import hub
 from chat.models import Membership, Message, Room, sidebar_group
-from chat.selectors import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, notify_count
+from chat.selectors import notify_count
 from chat.transport import Frame, Wire
 
 # One logger for every socket, "chat.consumers" (README, "Logs").
@@ -270,7 +271,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         """The close code when this socket's session or access no longer holds (a few queries; the database thread)."""
         if self.grant is None:
             return GRANT_SESSION_ENDED
-        return selectors.socket_grants_revoked(grants=[self.grant]).get(self.grant)
+        return socket_grants_revoked(grants=[self.grant]).get(self.grant)
 
     async def revoke(self, code: int) -> None:
         """The session or the access this socket was opened with no longer holds: close it, whatever was told."""
