@@ -275,20 +275,26 @@ def reactions_changed(*, message: Message) -> None:
         publish(event, group)
 
 
-def removals_by_group(*, messages: Iterable[Message]) -> dict[tuple[str, int | None], list[int]]:
-    """The ids of the messages each group's pages show, by the thread they are replies in (None: none)."""
-    removals: dict[tuple[str, int | None], list[int]] = defaultdict(list)
+def removals_by_group(*, messages: Iterable[Message]) -> dict[str, list[int]]:
+    """The ids of the messages each group's pages show."""
+    removals: dict[str, list[int]] = defaultdict(list)
     for message in messages:
         for group, _whisper_of in message_groups(message=message):
-            removals[(group, message.parent_id)].append(message.pk)
+            removals[group].append(message.pk)
     return dict(removals)
 
 
 def messages_removed(*, messages: Iterable[Message]) -> None:
-    """Tell each group's open pages to drop those messages: one frame per group and thread, however many."""
-    for (group, thread_id), message_ids in removals_by_group(messages=messages).items():
-        html = fragments.messages_removed(message_ids=message_ids)
-        publish(MessagesRemoved(html=html, thread_id=thread_id), group)
+    """Tell each group's open pages to drop those messages: one frame per group, however many messages; replies
+    apart, one frame per thread (only its pages show them)."""
+    messages = list(messages)
+    threads: dict[int | None, list[Message]] = defaultdict(list)
+    for message in messages:
+        threads[message.parent_id].append(message)
+    for thread_id, removed in threads.items():
+        for group, message_ids in removals_by_group(messages=removed).items():
+            html = fragments.messages_removed(message_ids=message_ids)
+            publish(MessagesRemoved(html=html, thread_id=thread_id), group)
 
 
 def reply_posted(*, message: Message) -> None:

@@ -227,7 +227,7 @@ def notification_level_page(request: HttpRequest, room: Room, *, error: str = ""
         "error": error,
         "sidebar": selectors.sidebar(user=request.user, current=room),
     }
-    return render(request, "chat/notifications.html", context, status=status)
+    return render(request, "chat/notification_level.html", context, status=status)
 
 
 def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
