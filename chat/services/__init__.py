@@ -3,6 +3,7 @@
 - `sessions`: which sockets a login owns, and closing them when it ends.
 - `rooms`: room names, finding or creating a conversation, who may open it.
 - `memberships`: joining, leaving, members, privacy, read marks.
+- `emails`: the missed messages emailed a while later (the worker's task), and whether a person wants them.
 - `messages`: parsing what was typed, storing, editing and retracting messages.
 - `reactions`, `attachments`: what can be added to a message.
 - `storage`: the files attachments keep.
@@ -11,6 +12,26 @@
 Imports go one way: a module here may import the ones listed before it, chat.broadcasts and everything below.
 """
 
-from chat.services import attachments, memberships, messages, moderation, reactions, rooms, sessions, storage
+from chat.services import (
+    attachments,
+    emails,
+    memberships,
+    messages,
+    moderation,
+    reactions,
+    rooms,
+    sessions,
+    storage,
+)
 
-__all__ = ["attachments", "memberships", "messages", "moderation", "reactions", "rooms", "sessions", "storage"]
+__all__ = [
+    "attachments",
+    "emails",
+    "memberships",
+    "messages",
+    "moderation",
+    "reactions",
+    "rooms",
+    "sessions",
+    "storage",
+]
