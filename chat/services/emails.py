@@ -14,6 +14,7 @@ import smtplib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
@@ -63,12 +64,12 @@ def email_notices_record(*, message: Message, mentioned_ids: list[int] | tuple[i
     # A waiting notice's task (at its created_at + the delay) is relied on when it runs at least the margin from now.
     relied_on = EmailNotice.objects.filter(created_at__gt=message.created_at - email_delay() + TASK_RELY_MARGIN)
     waiting = relied_on.filter(user_id=OuterRef("user_id"), claimed_by="")
+    members = members.filter(user__is_active=True).exclude(user__email="")
+    if settings.ACCOUNT_EMAIL_VERIFICATION != "none":  # verification is on: only to a verified address
+        verified = EmailAddress.objects.filter(user_id=OuterRef("user_id"), email__iexact=OuterRef("user__email"))
+        members = members.filter(Exists(verified.filter(verified=True)))
     recipients = list(
-        members.filter(user__is_active=True)
-        .exclude(user__email="")
-        .exclude(Exists(emails_off))
-        .annotate(waiting=Exists(waiting))
-        .values_list("user_id", "waiting")
+        members.exclude(Exists(emails_off)).annotate(waiting=Exists(waiting)).values_list("user_id", "waiting")
     )
     if not recipients:
         return
@@ -217,14 +218,15 @@ def public_url(path: str) -> str:
 
 
 def unsubscribe_token(*, user_id: int) -> str:
-    return signing.dumps(user_id, salt=UNSUBSCRIBE_SALT)
+    """The user's id, signed for unsubscribing only; the same in every email (no timestamp: old emails' links work)."""
+    return signing.Signer(salt=UNSUBSCRIBE_SALT).sign_object(user_id)
 
 
 def unsubscribe_user(*, token: str) -> User | None:
     """The user an unsubscribe link was made for; None for a token that was not made here."""
     try:
-        user_id = signing.loads(token, salt=UNSUBSCRIBE_SALT)
-    except signing.BadSignature:
+        user_id = signing.Signer(salt=UNSUBSCRIBE_SALT).unsign_object(token)
+    except (signing.BadSignature, ValueError):
         return None
     return User.objects.filter(pk=user_id).first() if isinstance(user_id, int) else None
 

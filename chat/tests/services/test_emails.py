@@ -126,6 +126,19 @@ def test_nothing_is_noted_for_a_muted_member_one_with_emails_off_or_without_an_a
     assert noticed(bob) == []
 
 
+def test_with_verification_configured_only_a_verified_address_is_emailed(addressed, settings):
+    from allauth.account.models import EmailAddress
+
+    alice, bob, carol = addressed
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    EmailAddress.objects.create(user=bob, email=bob.email, primary=True, verified=False)
+    EmailAddress.objects.create(user=carol, email=carol.email, primary=True, verified=True)
+    direct(alice, bob, "unverified")
+    direct(alice, carol, "verified")
+    assert noticed(bob) == []
+    assert noticed(carol) == ["verified"]
+
+
 def test_a_room_message_that_notifies_nobody_costs_one_query(room, addressed, django_assert_num_queries):
     alice, *_ = addressed
     with django_assert_num_queries(1):
