@@ -120,8 +120,8 @@ def missed_messages_send(*, user_id: int) -> datetime | None:
     token = secrets.token_hex(16)
     EmailNotice.objects.filter(user_id=user_id, claimed_by="").update(claimed_by=token)
     claimed = EmailNotice.objects.filter(claimed_by=token)
-    user = User.objects.select_related("notification_preference").get(pk=user_id)
-    unread = missed_messages_unread(user=user, notices=claimed)
+    user = User.objects.select_related("notification_preference").filter(pk=user_id).first()
+    unread = [] if user is None else missed_messages_unread(user=user, notices=claimed)
     # Messages sent since are gathered too, but a too-recent one alone waits for its own time: it may yet be read.
     items = [item for _, item in unread] if any(item.sent_at + delay <= now for _, item in unread) else []
     if items:
