@@ -108,7 +108,7 @@ def missed_messages_send(*, user_id: int) -> datetime | None:
     first = waiting.order_by("created_at").values_list("created_at", flat=True).first()
     if first is None:
         return None
-    if first + delay > now:  # a duplicate task ran early: the notice's own task will come
+    if first + delay > now:  # a task for an earlier notice, all read: run again when this one is due
         return first + delay
     preference, _ = NotificationPreference.objects.get_or_create(user_id=user_id)
     previous = preference.last_emailed_at
