@@ -253,6 +253,43 @@ def test_a_run_whose_claim_finds_the_notices_taken_sends_nothing(addressed):
     assert mail.outbox == []
 
 
+@pytest.mark.parametrize("window_taken_back", [False, True])
+def test_a_second_run_while_the_first_sends_never_emails_a_message_twice(addressed, monkeypatch, window_taken_back):
+    """Another worker runs the same user's task while this one is sending, and a new message is due meanwhile: the
+    window holds it back; were the window open again, it would email only the new message (the first run claimed
+    the others)."""
+    alice, bob, _ = addressed
+    direct(alice, bob, "exactly once")
+    time_passes()
+    send = services.emails.missed_messages_email_send
+    inner: list = []
+    started = []
+
+    def meanwhile(**kwargs) -> None:
+        if not started:
+            started.append(True)
+            late = direct(alice, bob, "arrived meanwhile")
+            due_now = {"created_at": F("created_at") - timedelta(seconds=DELAY)}
+            EmailNotice.objects.filter(message=late).update(**due_now)
+            Message.objects.filter(pk=late.pk).update(**due_now)
+            if window_taken_back:
+                NotificationPreference.objects.filter(user=bob).update(last_emailed_at=None)
+            inner.append(missed_messages_send(user_id=bob.pk))
+        send(**kwargs)
+
+    monkeypatch.setattr(services.emails, "missed_messages_email_send", meanwhile)
+    missed_messages_send(user_id=bob.pk)
+    bodies = [message.body for message in mail.outbox]
+    assert sum("exactly once" in body for body in bodies) == 1
+    if window_taken_back:
+        assert len(bodies) == 2
+        assert sum("arrived meanwhile" in body for body in bodies) == 1
+    else:
+        assert len(bodies) == 1
+        assert inner[0] is not None  # the window's end: the new message goes then
+        assert noticed(bob) == ["arrived meanwhile"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_at_once_send_one_email(addressed):
     if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
