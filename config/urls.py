@@ -3,11 +3,19 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chat import views_threads
+from chat import email_views
 from chat.urls import dm_urlpatterns
 from config import csp_report, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:directory", permanent=False)),
+    # Ours, beside allauth's account pages (before them: allauth's patterns come first otherwise).
+    path("accounts/notifications/", email_views.notifications, name="notifications"),
+    path(
+        "accounts/notifications/unsubscribe/<str:token>/",
+        email_views.notifications_unsubscribe,
+        name="notifications_unsubscribe",
+    ),
     path("accounts/", include("allauth.urls")),
     path("chat/", include("chat.urls")),
     path("dm/", include(dm_urlpatterns)),

@@ -4,6 +4,7 @@
 - `rooms`: room names, finding or creating a conversation, who may open it.
 - `memberships`: joining, leaving, members, privacy, read marks, notification levels.
 - `threads`: a reply's thread, its summary, who follows it and how far each has read it.
+- `emails`: the missed messages emailed a while later (the worker's task), and whether a person wants them.
 - `messages`: parsing what was typed, storing, editing and retracting messages (and replies).
 - `reactions`, `attachments`: what can be added to a message.
 - `storage`: the files attachments keep.
@@ -14,6 +15,7 @@ Imports go one way: a module here may import the ones listed before it, chat.bro
 
 from chat.services import (
     attachments,
+    emails,
     memberships,
     messages,
     moderation,
@@ -26,6 +28,7 @@ from chat.services import (
 
 __all__ = [
     "attachments",
+    "emails",
     "memberships",
     "messages",
     "moderation",

@@ -17,6 +17,7 @@ from accounts.models import User
 from chat import broadcasts, flood, formatting, selectors
 from chat.errors import ChatError, DeliveryError, StorageError
 from chat.models import MENTION_RE, Message, Room
+from chat.services.emails import email_notices_record
 from chat.services.rooms import direct_room_get_or_create
 from chat.services.storage import attachment_file_names, attachment_files_delete
 from chat.services.threads import thread_parent_check, thread_reply_record
@@ -167,6 +168,8 @@ def message_create(
         message_mentions_record(message=message, users=mentioned)
     if parent is not None:
         thread_reply_record(reply=message, mentioned_ids=[user.pk for user in mentioned or []])
+    # Who it notifies gets it emailed if they have not read it a while later (one query when that is nobody).
+    email_notices_record(message=message, mentioned_ids=[user.pk for user in mentioned or []])
     # No attachment yet (attachment_create adds one before the commit): rendering it needs no query.
     Message.attachment.related.set_cached_value(message, None)
     Message.room.field.set_cached_value(message, room)
