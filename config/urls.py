@@ -2,8 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from chat import views_threads
-from chat import email_views
+from chat import email_views, views_threads
 from chat.urls import dm_urlpatterns
 from config import csp_report, health
 

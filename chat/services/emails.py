@@ -25,7 +25,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from accounts.models import User
-from chat.models import EmailNotice, Membership, Message, NotificationPreference
+from chat.models import EmailNotice, Membership, Message, NotificationPreference, ThreadFollow
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +46,25 @@ def email_notices_record(*, message: Message, mentioned_ids: list[int] | tuple[i
     """Note who the new message notifies and wants it emailed if unread; call it in the message's transaction.
 
     What notifies a member (README, "Notifications by email"): a direct conversation's message its recipient; a
-    room's message members at level `all`, and mentioned members at `mentions` or `all`; never the author, never a
-    member at `nothing`. One query finds them, with an address and emails on, and whether a notice of theirs is
-    already waiting (its task will gather this one too); a message that notifies nobody costs that one query.
+    room's message members at level `all`, and mentioned members at `mentions` or `all`; a reply its thread's
+    followers; never the author, never a member at `nothing`. One query finds them, with an address and emails on,
+    and whether a notice of theirs is already waiting (its task will gather this one too); a message that notifies
+    nobody costs that one query.
     """
     room = message.room
-    members = Membership.objects.filter(room_id=room.pk).exclude(user_id=message.author_id)
-    if room.is_direct:
-        members = members.filter(user_id=message.recipient_id).exclude(level=Membership.Level.NOTHING)
+    if message.parent_id is not None:  # a reply: its thread's followers (recorded before this), unless muted
+        muted = Membership.objects.filter(user_id=OuterRef("user_id"), room_id=room.pk, level=Membership.Level.NOTHING)
+        members = ThreadFollow.objects.filter(thread_id=message.parent_id).exclude(user_id=message.author_id)
+        members = members.exclude(Exists(muted))
     else:
-        notified = Q(level=Membership.Level.ALL)
-        if mentioned_ids:
-            notified |= Q(level=Membership.Level.MENTIONS, user_id__in=list(mentioned_ids))
-        members = members.filter(notified)
+        members = Membership.objects.filter(room_id=room.pk).exclude(user_id=message.author_id)
+        if room.is_direct:
+            members = members.filter(user_id=message.recipient_id).exclude(level=Membership.Level.NOTHING)
+        else:
+            notified = Q(level=Membership.Level.ALL)
+            if mentioned_ids:
+                notified |= Q(level=Membership.Level.MENTIONS, user_id__in=list(mentioned_ids))
+            members = members.filter(notified)
     emails_off = NotificationPreference.objects.filter(user_id=OuterRef("user_id"), email_enabled=False)
     due = message.created_at + email_delay()
     # A waiting notice's task (at its created_at + the delay) is relied on when it runs at least the margin from now.
@@ -151,20 +157,25 @@ def missed_messages_unread(*, user: User, notices: QuerySet[EmailNotice]) -> lis
     if not user.is_active or not user.email or (preference is not None and not preference.email_enabled):
         return []
     membership = Membership.objects.filter(user_id=user.pk, room_id=OuterRef("message__room_id"))
+    follow = ThreadFollow.objects.filter(user_id=user.pk, thread_id=OuterRef("message__parent_id"))
     rows = (
         notices.select_related("message__room", "message__author")
         .annotate(
             last_read_id=Subquery(membership.values("last_read_id")[:1]),
             level=Subquery(membership.values("level")[:1]),
+            thread_read_id=Subquery(follow.values("last_read_id")[:1]),
         )
         .order_by("message_id")
     )
     items = []
     for notice in rows:
         message = notice.message
-        if notice.level is None or notice.level == Membership.Level.NOTHING:  # left, or muted since
+        if notice.level == Membership.Level.NOTHING or message.retracted_at is not None:  # muted since, or deleted
             continue
-        if message.pk <= notice.last_read_id or message.retracted_at is not None:
+        if message.parent_id is not None:  # a reply: unread while its thread's follower has not seen it
+            if notice.thread_read_id is None or message.pk <= notice.thread_read_id:
+                continue
+        elif notice.level is None or message.pk <= notice.last_read_id:  # left, or read in time
             continue
         room = message.room
         if room.is_direct:
@@ -174,7 +185,7 @@ def missed_messages_unread(*, user: User, notices: QuerySet[EmailNotice]) -> lis
                 notice.pk,
                 MissedMessage(
                     author=message.author.username,
-                    conversation=room.title,
+                    conversation=f"{room.title}, in a thread" if message.parent_id else room.title,
                     text=missed_message_text(message),
                     url=public_url(room.url("message", message.pk)),
                     sent_at=message.created_at,

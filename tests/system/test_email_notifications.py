@@ -183,19 +183,14 @@ def text_of(message: EmailMessage) -> str:
     return message.get_body(("plain",)).get_content()
 
 
-def level_set(site: DaphneServer, user: Browser, other: Browser, level: str) -> None:
-    # TODO: POST level=nothing to /dm/<username>/notifications/ once that route is in this branch.
-    user_id = "SELECT id FROM accounts_user WHERE username = ?"
-    rows = database_rows(
-        site.env,
-        "SELECT m.id FROM chat_membership m JOIN chat_room r ON r.id = m.room_id"
-        f" WHERE m.user_id = ({user_id}) AND r.kind = 'direct'"
-        f" AND r.id IN (SELECT room_id FROM chat_membership WHERE user_id = ({user_id}))",
-        user.account.username,
-        other.account.username,
-    )
-    assert len(rows) == 1
-    database_write(site.env, "UPDATE chat_membership SET level = ? WHERE id = ?", [(level, rows[0][0])])
+async def level_set(user: Browser, other: Browser, level: str) -> None:
+    """The user sets what their direct conversation with `other` notifies them of, on its page, as a browser does."""
+    page = HttpBrowser(user.session, loopback_target(user.server.url), PATIENCE)
+    page.cookies = dict(user.account.cookies)
+    path = f"/dm/{other.account.username}/notifications/"
+    token = await page.form_token(path)
+    status, _, location = await page.post(path, {"level": level, "csrfmiddlewaretoken": token})
+    assert (status, location) == (302, path)
 
 
 async def test_a_direct_message_to_someone_away_arrives_as_one_email_with_its_text_and_link(site, sink, session):
@@ -223,7 +218,7 @@ async def test_a_message_read_in_time_or_in_a_muted_conversation_sends_nothing(s
     carol = await person(session, site, "carol")
     dave = await person(session, site, "dave")
     await conversation_opened(dave, alice)  # the conversation exists, then dave mutes it
-    level_set(site, dave, alice, "nothing")
+    await level_set(dave, alice, "nothing")
     await direct_message(alice, carol, "read this soon")
     await direct_message(alice, dave, "into the void")
     await conversation_opened(carol, alice)

@@ -450,3 +450,43 @@ def test_the_account_menu_links_the_email_and_notifications_pages(alice_client):
     menu = page[page.index('class="account-nav"') :]
     assert f'href="{reverse("account_email")}"' in menu
     assert f'href="{reverse("notifications")}"' in menu
+
+
+# --- Replies in followed threads -------------------------------------------------------------------------------------
+
+
+def reply(room: Room, author, parent: Message, body: str) -> Message:
+    return services.messages.message_create(room=room, author=author, body=body, parent=parent)
+
+
+def test_a_reply_notifies_the_threads_followers_not_the_room_and_links_into_the_thread(room, addressed):
+    alice, bob, carol = addressed
+    level_set(carol, room, Membership.Level.ALL)  # every room message, but not replies she does not follow
+    parent = post(room, alice, "ship it?")
+    reply(room, bob, parent, "after the review")
+    assert noticed(alice) == ["after the review"]
+    assert "after the review" not in noticed(carol)
+    time_passes()
+    assert missed_messages_send(user_id=alice.pk) is None
+    sent = mail.outbox[0]
+    answer = Message.objects.get(body="after the review")
+    assert "#lobby, in a thread" in sent.body
+    assert f"https://chat.example.com/chat/lobby/messages/{answer.pk}/" in sent.body
+    response = Client()
+    response.force_login(alice)
+    assert response.get(f"/chat/lobby/messages/{answer.pk}/")["Location"] == (
+        f"/chat/lobby/threads/{parent.pk}/#message-{answer.pk}"
+    )
+
+
+def test_a_reply_seen_in_its_thread_in_time_is_not_emailed_and_a_muted_room_notes_none(room, addressed):
+    alice, bob, _ = addressed
+    parent = post(room, alice, "question")
+    reply(room, bob, parent, "seen in time")
+    services.threads.thread_mark_read(parent=parent, user=alice)
+    time_passes()
+    assert missed_messages_send(user_id=alice.pk) is None
+    assert mail.outbox == []
+    level_set(alice, room, Membership.Level.NOTHING)
+    reply(room, bob, parent, "muted")
+    assert noticed(alice) == []
