@@ -11,6 +11,9 @@ samples every daphne process during the measurement window only (not the sign-in
 and writes collapsed stacks (DIR/<scenario>-<run>-<pid>.txt, flamegraph.pl's input) and a summary of
 the hottest functions (DIR/<scenario>-<run>-top.txt).
 
+org and many-rooms run over a plan: the organisation's (or the rooms') shape options go to loadtest.seed, which
+fills the stack's fresh database before the first run; --plan and --redis-url are the stack's.
+
 With --reference, each run first drives the same scenario against the bare broadcast server of the same stack
 (loadtest.reference: Twisted and autobahn, no Django) on this machine, and the record gives each figure of the
 chat as a ratio to it, beside both absolute figures and a machine-speed reference (a fixed pure-Python loop),
@@ -301,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         if scenario_args.pop(name, None):
             raise SystemExit(f"loadtest.bench: the stack sets {name}; leave it out")
     extra = dict(item.split("=", 1) for item in args.env)
+    # Stopped with SIGTERM (a run in the background ignores SIGINT), the stack still stops and drops its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with running(args.processes, args.layer, args.database, extra) as stack:
         try:
             return asyncio.run(bench(args, stack, scenario_args, seed_argv))
