@@ -24,9 +24,11 @@ $(VENV)/.dev: $(VENV)/.base requirements/dev.txt
 migrate: $(VENV)/.base
 	$(BIN)/python manage.py migrate --noinput
 
+# The worker (delayed work: email notifications) runs beside the server and stops with it.
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@echo "Chat on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
+	@echo "Chat on http://127.0.0.1:$(PORT)/ with its worker (Ctrl-C stops both)"
+	$(BIN)/python manage.py db_worker --no-reload & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-frame-size 65536 --websocket-max-message-size 2097152 config.asgi:application
 
 lint: $(VENV)/.dev

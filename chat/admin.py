@@ -10,7 +10,7 @@ from django.utils.text import Truncator
 
 from accounts.models import User
 from chat import services
-from chat.models import Membership, Message, PrivateMessage, Room
+from chat.models import EmailNotice, Membership, Message, NotificationPreference, PrivateMessage, Room
 
 
 class MembershipInline(admin.TabularInline):
@@ -135,3 +135,31 @@ class MessageAdmin(MessageAdminBase):
 class PrivateMessageAdmin(MessageAdminBase):
     list_display = ["id", "created_at", "author", "recipient", "room", "excerpt"]
     search_fields = ["body", "author__username", "recipient__username", "room__name"]
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(admin.ModelAdmin):
+    """Who turned notification emails off, and when each person was last emailed (README, "Notifications by email")."""
+
+    list_display = ["user", "email_enabled", "last_emailed_at"]
+    list_filter = ["email_enabled"]
+    search_fields = ["user__username", "user__email"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["last_emailed_at"]
+
+
+@admin.register(EmailNotice)
+class EmailNoticeAdmin(admin.ModelAdmin):
+    """Messages waiting to be emailed if still unread; the worker writes and deletes them, so they are read-only."""
+
+    list_display = ["id", "created_at", "user", "message", "claimed_by"]
+    list_select_related = ["user", "message"]
+    search_fields = ["user__username"]
+    ordering = ["-id"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: EmailNotice | None = None) -> bool:
+        return False

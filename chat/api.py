@@ -27,9 +27,7 @@ from chat.api_schemas import (
     MessageIn,
     MessageOut,
     MessagesOut,
-    ThreadsUnavailable,
     message_out,
-    thread_parent_get,
 )
 from chat.models import Room
 
@@ -121,17 +119,15 @@ def direct_open(request: HttpRequest, username: str) -> Room:
 
 
 def messages_page(conversation: Room, *, after: int | None, limit: int) -> dict:
-    if after is None:
-        messages = selectors.room_messages_recent(room=conversation, limit=limit)
-    else:
-        messages = selectors.room_messages_after(room=conversation, after=after, limit=limit)
+    messages = selectors.conversation_messages(room=conversation, after=after, limit=limit)
     return {"messages": [message_out(message, room=conversation) for message in messages]}
 
 
 def message_post(request: HttpRequest, conversation: Room, payload: MessageIn) -> dict:
     """Through the same service as the page and the socket: parsing, length, flood, read-only, publish on commit."""
-    thread_parent_get(room=conversation, thread=payload.thread)
-    message = services.messages.message_post(room=conversation, author=request.user, text=payload.text)
+    message = services.messages.message_post(
+        room=conversation, author=request.user, text=payload.text, thread=payload.thread
+    )
     if message is None:
         raise HttpError(400, 'A message needs some text: send {"text": "..."}.')
     # `/pm <username> <text>` lands in that conversation, as on the page: the message says where.
@@ -166,7 +162,7 @@ def chat_refused(request: HttpRequest, error: errors.ChatError) -> HttpResponse:
         return refusal(str(error), status=403)
     if isinstance(error, errors.DeliveryError | errors.StorageError):
         return refusal(str(error), status=503)
-    if not isinstance(error, errors.InvalidRoomName | ThreadsUnavailable):
+    if not isinstance(error, errors.InvalidRoomName):
         logger.info("api refused", extra={"reason": error.reason})
     return refusal(str(error), status=400)
 

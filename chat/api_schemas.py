@@ -8,7 +8,6 @@ from typing import Literal
 
 from ninja import Schema
 
-from chat.errors import ChatError
 from chat.models import Message, Room
 
 
@@ -34,7 +33,7 @@ class ConversationsOut(Schema):
 
 class MessageIn(Schema):
     text: str
-    # The message this one replies to, once threads exist (thread_parent_get).
+    # The message this one replies to in its thread (chat.services.threads checks it).
     thread: int | None = None
 
 
@@ -53,21 +52,6 @@ class MessagesOut(Schema):
     messages: list[MessageOut]
 
 
-class ThreadsUnavailable(ChatError):
-    reason = "threads_unavailable"
-
-
-def thread_parent_get(*, room: Room, thread: int | None) -> Message | None:
-    """The message a new one replies to (None: not a reply). Threads do not exist yet: every parent is refused.
-
-    When they come, this is where a parent is found in `room` (and refused when it is not there), and
-    message_out's `thread` says which parent a reply has.
-    """
-    if thread is None:
-        return None
-    raise ThreadsUnavailable('Threads are not available yet: send the message without "thread".')
-
-
 def conversation_label(room: Room) -> str:
     """How the API names a conversation: a room's name, or @ and the other person's username (room.peer)."""
     return f"@{room.peer.username}" if room.is_direct else room.name
@@ -84,6 +68,5 @@ def message_out(message: Message, *, room: Room) -> dict[str, object]:
         "html": str(message.body_markup),
         "created_at": message.created_at,
         "edited_at": message.edited_at,
-        # A reply's parent, once threads exist (thread_parent_get).
-        "thread": None,
+        "thread": message.parent_id,
     }

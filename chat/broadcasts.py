@@ -44,6 +44,9 @@ from chat.events import (
     RoomStatusChanged,
     RoomUnlisted,
     SessionEnded,
+    ThreadNews,
+    ThreadRead,
+    ThreadSummaryChanged,
 )
 from chat.groups import DIRECTORY_GROUP, directory_user_group, user_group
 from chat.models import Membership, Message, Room
@@ -197,8 +200,11 @@ def message_posted(*, message: Message, first: bool = False) -> None:
     people's other pages); then the news to the members' sidebars and, for a public room, to the directories.
 
     `first`: the first message of a direct conversation, which puts it in both people's sidebars. The message is
-    stored: a failure here raises DeliveryError, which tells its author.
+    stored: a failure here raises DeliveryError, which tells its author. A reply goes to its thread (reply_posted).
     """
+    if message.parent_id is not None:
+        reply_posted(message=message)
+        return
     room = message.room
     # The conversation's pages first; the rest is not tried once the layer has failed (its pages catch up anyway).
     delivered = True
@@ -257,14 +263,16 @@ def message_replaced(*, message: Message) -> None:
     """Replace an edited or retracted message in every page that shows it, rendered once (and once as a whisper)."""
     for group, whisper_of in message_groups(message=message):
         html = fragments.message_replaced(message=message, whisper=whisper_of is not None)
-        publish(MessageReplaced(html=html, whisper_of=whisper_of), group)
+        event = MessageReplaced(html=html, whisper_of=whisper_of, message_id=message.pk, thread_id=message.parent_id)
+        publish(event, group)
 
 
 def reactions_changed(*, message: Message) -> None:
     """Replace the message's reactions in every page that shows it, rendered once."""
     html = fragments.reactions(message=message)
     for group, whisper_of in message_groups(message=message):
-        publish(MessageReplaced(html=html, whisper_of=whisper_of), group)
+        event = MessageReplaced(html=html, whisper_of=whisper_of, message_id=message.pk, thread_id=message.parent_id)
+        publish(event, group)
 
 
 def removals_by_group(*, messages: Iterable[Message]) -> dict[str, list[int]]:
@@ -277,6 +285,37 @@ def removals_by_group(*, messages: Iterable[Message]) -> dict[str, list[int]]:
 
 
 def messages_removed(*, messages: Iterable[Message]) -> None:
-    """Tell each group's open pages to drop those messages: one frame per group, however many messages."""
-    for group, message_ids in removals_by_group(messages=messages).items():
-        publish(MessagesRemoved(html=fragments.messages_removed(message_ids=message_ids)), group)
+    """Tell each group's open pages to drop those messages: one frame per group, however many messages; replies
+    apart, one frame per thread (only its pages show them)."""
+    messages = list(messages)
+    threads: dict[int | None, list[Message]] = defaultdict(list)
+    for message in messages:
+        threads[message.parent_id].append(message)
+    for thread_id, removed in threads.items():
+        for group, message_ids in removals_by_group(messages=removed).items():
+            html = fragments.messages_removed(message_ids=message_ids)
+            publish(MessagesRemoved(html=html, thread_id=thread_id), group)
+
+
+def reply_posted(*, message: Message) -> None:
+    """A reply: to its thread's open pages, its summary to every page showing the thread's first message, and one
+    more unread reply to each follower's pages. Never in the conversation's log, never a whisper."""
+    parent, room = message.parent, message.room
+    appended = MessageAppended(
+        html=fragments.reply_appended(message=message), message_id=message.pk, thread_id=parent.pk
+    )
+    delivered = publish(appended, room.group_name)
+    publish(ThreadSummaryChanged(html=fragments.thread_summary(message=parent), thread_id=parent.pk), room.group_name)
+    news = ThreadNews(thread_id=parent.pk, room_id=room.pk, message_id=message.pk, author_id=message.author_id)
+    for user_id in selectors.thread_follower_ids(parent=parent):
+        if user_id != message.author_id:
+            publish(news, user_group(user_id), directory_user_group(user_id))
+    if not delivered:
+        raise DeliveryError(
+            "Your reply is saved, but it could not be delivered live right now; "
+            "others will see it when their page reconnects."
+        )
+
+
+def thread_read(*, thread_id: int, user_id: int) -> None:
+    publish(ThreadRead(thread_id=thread_id), user_group(user_id), directory_user_group(user_id))

@@ -79,6 +79,8 @@ class MessageAppended(Fragment):
     kind = "message.appended"
     message_id: int
     whisper_of: int | None = None
+    # A reply: the first message of its thread, whose thread pages alone show it.
+    thread_id: int | None = None
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -87,6 +89,8 @@ class MessageReplaced(Fragment):
 
     kind = "message.replaced"
     whisper_of: int | None = None
+    message_id: int = 0
+    thread_id: int | None = None
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -94,6 +98,15 @@ class MessagesRemoved(Fragment):
     """Messages deleted by a moderator, removed wherever they show."""
 
     kind = "messages.removed"
+    thread_id: int | None = None
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class ThreadSummaryChanged(Fragment):
+    """A thread's reply count, last reply and last repliers, on its first message wherever that shows."""
+
+    kind = "thread.summary"
+    thread_id: int
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -265,6 +278,25 @@ class NotificationLevelChanged(Event):
     kind = "notification.level"
     room_id: int
     level: str
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class ThreadNews(Event):
+    """A reply in a thread a user follows: one more unread reply on their pages (sent to each follower)."""
+
+    kind = "thread.news"
+    thread_id: int
+    room_id: int
+    message_id: int
+    author_id: int
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class ThreadRead(Event):
+    """The user opened a thread: its replies are read on their other pages."""
+
+    kind = "thread.read"
+    thread_id: int
 
 
 # Sessions and this process's link to the others

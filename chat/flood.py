@@ -69,6 +69,7 @@ NOUNS = {
     "password_reset_email": "password reset emails to one address",
     "password_change": "password changes",
     "account": "account changes",
+    "notifications": "changes to your email notifications",
     "tokens": "changes to API tokens",
     "api": "writes over the API",
 }

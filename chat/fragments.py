@@ -41,6 +41,25 @@ def message_appended(
     return _render("message-live", context)
 
 
+def reply_appended(*, message: Message) -> str:
+    """A new reply, at the end of every open page of its thread."""
+    return _render("reply-appended", {"message": message, "room": message.room})
+
+
+def thread_summary(*, message: Message) -> str:
+    """A thread's first message's link into it, with its summary: replaced wherever that message shows."""
+    return _render("thread-link", {"message": message, "room": message.room, "summary_oob": True})
+
+
+def thread(*, room: Room, parent: Message, replies: list[Message]) -> str:
+    """A thread's first message and its replies, replacing #thread when its page's socket (re)connects."""
+    return _render("thread", {"room": room, "parent": parent, "replies": replies, "oob": True})
+
+
+def thread_form(*, room: Room, parent: Message, draft: str = "") -> str:
+    return _render("thread-form", {"room": room, "parent": parent, "draft": draft, "oob": True})
+
+
 def message_log(*, room: Room, messages: list[Message], divider_id: int | None = None) -> str:
     """The whole recent log, replacing #messages (sent on every connect)."""
     context = {"room": room, "chat_messages": messages, "divider_id": divider_id, "oob": True}
@@ -170,6 +189,11 @@ def sidebar_badges(*, room_id: int, unread: int, mentioned: bool) -> str:
     room = Room(pk=room_id)
     room.unread_count, room.mentioned = unread, mentioned
     return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-badges", {"room": room, "oob": True})
+
+
+def sidebar_threads(*, unread: int) -> str:
+    """The sidebar's way to the followed threads, with their unread replies."""
+    return render_to_string(f"{SIDEBAR_TEMPLATE}#sidebar-threads", {"unread": unread, "oob": True})
 
 
 def page_title(*, title: str, count: int) -> str:

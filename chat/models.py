@@ -145,9 +145,20 @@ class Message(models.Model):
     mentions = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="mentioned_in", blank=True)
     # {emoji: [user id, ...]} of its Reaction rows, rewritten with them: a page shows reactions without a query.
     reactions_summary = models.JSONField(default=dict, blank=True)
+    # A reply: the message of the same conversation whose thread it is in (never a reply itself). Replies stay out of
+    # the conversation's log; their thread's page shows them.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, related_name="replies", null=True, blank=True, db_index=False
+    )
+    # A thread's summary, kept on its first message with each reply: its log shows it without a query.
+    reply_count = models.PositiveIntegerField(default=0)
+    last_reply_at = models.DateTimeField(null=True, blank=True)
+    # The latest repliers' usernames, the latest first (at most THREAD_REPLIERS_SHOWN).
+    last_repliers = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [
+            models.Index(fields=["parent", "id"], name="chat_msg_thread"),
             models.Index(fields=["room", "-id"], name="chat_msg_room_recent"),
             models.Index(fields=["recipient", "-id"], name="chat_msg_recipient_recent"),
             models.Index(fields=["author", "-created_at"], name="chat_msg_author_recent"),
@@ -159,6 +170,10 @@ class Message(models.Model):
     @property
     def is_private(self) -> bool:
         return self.recipient_id is not None
+
+    @property
+    def is_reply(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def mentioned_ids(self) -> list[int]:
@@ -188,6 +203,27 @@ class Message(models.Model):
             for emoji in REACTION_EMOJI
             if summary.get(emoji)
         ]
+
+
+# How many of a thread's latest repliers its summary names.
+THREAD_REPLIERS_SHOWN = 3
+
+
+class ThreadFollow(models.Model):
+    """A user following a thread (its first message's author, everyone who replied or was mentioned in it), and how
+    far they have read its replies."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="thread_follows")
+    thread = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="follows")
+    # The newest reply id the user has seen: later ones (not theirs) are unread.
+    last_read_id = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "thread"], name="chat_thread_follow_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} follows {self.thread_id}, read to {self.last_read_id}"
 
 
 class Reaction(models.Model):

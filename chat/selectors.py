@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import import_module
 
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.db.models.functions import Lower
-from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from chat import presence
-from chat.models import Attachment, Membership, Message, Room, direct_room_name
+from chat.models import Attachment, Membership, Message, Room, ThreadFollow, direct_room_name
 
 SEARCH_CONFIG = "english"
 
@@ -102,8 +98,12 @@ def unread_mark(*, user: User, rooms: list[Room], memberships: list[Membership] 
     if memberships is None:
         memberships = list(Membership.objects.filter(user_id=user.pk, room_id__in=room_ids))
     joined = {membership.room_id: membership for membership in memberships}
+    # Replies are counted by their threads (`threads_followed`), not in their conversation.
     since = Message.objects.filter(
-        room_id__in=list(joined), room__memberships__user_id=user.pk, id__gt=F("room__memberships__last_read_id")
+        room_id__in=list(joined),
+        room__memberships__user_id=user.pk,
+        id__gt=F("room__memberships__last_read_id"),
+        parent=None,
     ).exclude(author_id=user.pk)
     # Distinct: the mentions' join gives a message one row per person it names.
     counts = (
@@ -144,11 +144,18 @@ class Sidebar:
     people: list[Room]
     # The newest message id its counts include: a later one's news adds to them (chat.consumers).
     counted_up_to: int
+    # The unread replies of each followed thread that has some (not the one the page shows).
+    threads_unread: dict[int, int]
+
+    @property
+    def threads_unread_total(self) -> int:
+        return sum(self.threads_unread.values())
 
     @property
     def notify_total(self) -> int:
-        """The unread messages that notify the user, in every conversation but the one read: the title's count."""
-        return sum(room.notify_count for room in [*self.rooms, *self.people])
+        """The unread messages that notify the user, in every conversation but the one read, and the unread replies
+        of the threads they follow: the title's count."""
+        return sum(room.notify_count for room in [*self.rooms, *self.people]) + self.threads_unread_total
 
 
 def sidebar_room_ids(*, user: User) -> list[int]:
@@ -156,8 +163,9 @@ def sidebar_room_ids(*, user: User) -> list[int]:
     return list(Membership.objects.filter(user_id=user.pk).values_list("room_id", flat=True))
 
 
-def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
-    """The user's sidebar with its unread counts, `current` marked (and counting nothing: it is being read).
+def sidebar(*, user: User, current: Room | None = None, thread: Message | None = None) -> Sidebar:
+    """The user's sidebar with its unread counts, `current` marked (and counting nothing: it is being read, unless the
+    page shows one of its threads, `thread`, which then counts nothing).
 
     A direct conversation shows once it has a message, or while it is the page's own.
     """
@@ -178,9 +186,14 @@ def sidebar(*, user: User, current: Room | None = None) -> Sidebar:
     unread_mark(user=user, rooms=[*joined, *people], memberships=memberships)
     for room in [*joined, *people]:
         room.is_current = current is not None and room.pk == current.pk
-        if room.is_current:
+        if room.is_current and thread is None:
             room.unread_count, room.mentioned, room.notify_count = 0, False, 0
-    return Sidebar(rooms=joined, people=people, counted_up_to=counted_up_to)
+    threads_unread = {
+        followed.parent.pk: followed.unread
+        for followed in threads_followed(user=user)
+        if followed.unread and (thread is None or followed.parent.pk != thread.pk)
+    }
+    return Sidebar(rooms=joined, people=people, counted_up_to=counted_up_to, threads_unread=threads_unread)
 
 
 def room_last_read_id(*, room: Room, user: User) -> int | None:
@@ -212,7 +225,7 @@ def message_latest_id() -> int:
 
 def message_previous(*, message: Message) -> tuple[int, datetime] | None:
     """Who sent the message before this one in its conversation, and when (None: it is the first)."""
-    previous = Message.objects.filter(room_id=message.room_id, pk__lt=message.pk).order_by("-pk")
+    previous = Message.objects.filter(room_id=message.room_id, pk__lt=message.pk, parent=None).order_by("-pk")
     return previous.values_list("author_id", "created_at").first()
 
 
@@ -246,14 +259,17 @@ def usernames_by_ids(*, user_ids: set[int]) -> dict[int, str]:
 
 
 def room_messages_recent(*, room: Room, before: int | None = None, limit: int | None = None) -> list[Message]:
-    """The room's newest messages (older than `before`), oldest first; the same for every reader."""
+    """The room's newest messages (older than `before`), oldest first, without replies; the same for every reader."""
     return _recent(Q(room=room), before=before, limit=limit)
 
 
-def room_messages_after(*, room: Room, after: int, limit: int) -> list[Message]:
-    """The room's first `limit` messages newer than `after`, oldest first: a reader catching up (the API)."""
-    messages = Message.objects.filter(room=room, id__gt=after).select_related("author", "recipient", "attachment")
-    return list(messages.order_by("id")[:limit])
+def conversation_messages(*, room: Room, after: int | None, limit: int) -> list[Message]:
+    """A conversation's messages with their replies (each names its thread), oldest first: the first `limit` newer
+    than `after`, or without it the newest `limit` (the API: a reader catching up sees everything)."""
+    messages = Message.objects.filter(room=room).select_related("author", "recipient", "attachment")
+    if after is not None:
+        return list(messages.filter(id__gt=after).order_by("id")[:limit])
+    return list(reversed(messages.order_by("-id")[:limit]))
 
 
 def private_messages_recent(*, user: User, before: int | None = None, limit: int | None = None) -> list[Message]:
@@ -264,8 +280,8 @@ def private_messages_recent(*, user: User, before: int | None = None, limit: int
 
 
 def _recent(visible: Q, *, before: int | None, limit: int | None) -> list[Message]:
-    # A keyset query on its own index.
-    messages = Message.objects.filter(visible)
+    # A keyset query on its own index; replies show in their threads only.
+    messages = Message.objects.filter(visible, parent=None)
     if before is not None:
         messages = messages.filter(id__lt=before)
     newest = messages.select_related("author", "recipient", "attachment").order_by("-id")
@@ -311,11 +327,87 @@ def message_search(*, room: Room, query: str, limit: int = 50) -> list[Message]:
 
 
 def message_context(*, room: Room, message_id: int, around: int = 25) -> list[Message]:
-    """A conversation's message with the messages just before and after it, oldest first."""
-    messages = Message.objects.filter(room=room).select_related("author", "attachment").prefetch_related("mentions")
+    """A conversation's message with the messages just before and after it, oldest first (not replies: a reply shows
+    in its thread)."""
+    messages = Message.objects.filter(room=room, parent=None)
+    messages = messages.select_related("author", "attachment").prefetch_related("mentions")
     before = messages.filter(id__lt=message_id).order_by("-id")[:around]
     rest = messages.filter(id__gte=message_id).order_by("id")[: around + 1]
     return [*reversed(before), *rest]
+
+
+# Threads
+
+
+def thread_parent(*, room: Room, message_id: int) -> Message | None:
+    """The conversation's message with this id, with its author (any message: the caller checks it is no reply)."""
+    return Message.objects.filter(room=room, pk=message_id).select_related("author", "attachment").first()
+
+
+def thread_replies(*, parent: Message) -> list[Message]:
+    """A thread's replies, oldest first."""
+    replies = list(parent.replies.select_related("author", "attachment").order_by("id"))
+    prefetch_related_objects([m for m in replies if "@" in m.body], "mentions")
+    return replies
+
+
+def thread_latest_reply_id(*, parent: Message) -> int:
+    return parent.replies.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+@dataclass
+class FollowedThread:
+    """A thread the user follows, as /threads/ lists it."""
+
+    parent: Message
+    unread: int
+    muted: bool
+
+
+def threads_followed(*, user: User) -> list[FollowedThread]:
+    """The threads the user follows that have a reply, the latest reply first, each with the replies they have not
+    seen (never their own; none while its conversation is muted): two queries, however many threads."""
+    follows = ThreadFollow.objects.filter(
+        user_id=user.pk, thread__reply_count__gt=0, thread__room__in=rooms_readable_by(user=user)
+    )
+    unseen = Q(thread__replies__id__gt=F("last_read_id")) & ~Q(thread__replies__author_id=user.pk)
+    rows = list(
+        follows.annotate(unread=Count("thread__replies", filter=unseen, distinct=True))
+        .select_related("thread__author", "thread__room")
+        .order_by("-thread__last_reply_at", "-thread_id")
+    )
+    muted = set(
+        Membership.objects.filter(
+            user_id=user.pk, room_id__in={row.thread.room_id for row in rows}, level=Membership.Level.NOTHING
+        ).values_list("room_id", flat=True)
+    )
+    # A direct conversation's threads are named by the other person: one query for all of them.
+    direct = {row.thread.room_id: row.thread.room for row in rows if row.thread.room.is_direct}
+    peers = Membership.objects.filter(room_id__in=list(direct)).exclude(user_id=user.pk) if direct else []
+    for room_id, username in peers.values_list("room_id", "user__username") if direct else []:
+        direct[room_id].peer = User(username=username)
+    return [
+        FollowedThread(
+            parent=row.thread,
+            unread=0 if row.thread.room_id in muted else row.unread,
+            muted=row.thread.room_id in muted,
+        )
+        for row in rows
+    ]
+
+
+def thread_parent_visible(*, user: User, message_id: int) -> Message | None:
+    """A thread's first message, if the user may read its conversation (None for a reply)."""
+    return messages_visible_to(user=user).filter(pk=message_id, parent=None).first()
+
+
+def reply_parent_id(*, room: Room, message_id: int) -> int | None:
+    """The thread of the conversation's message when it is a reply, else None."""
+    return Message.objects.filter(room=room, pk=message_id).values_list("parent_id", flat=True).first()
+
+
+def thread_follower_ids(*, parent: Message) -> list[int]:
+    return list(ThreadFollow.objects.filter(thread=parent).values_list("user_id", flat=True))
 
 
 def user_get_by_username(*, username: str) -> User | None:
@@ -329,69 +421,3 @@ def attachment_get_visible(*, user: User, attachment_id: int) -> Attachment | No
         return None
     visible = messages_visible_to(user=user).filter(retracted_at=None)
     return Attachment.objects.filter(pk=attachment_id, message__in=visible.values("pk")).first()
-
-
-# What a socket was opened with: its login session, its user, the conversation it shows (None: the directory).
-@dataclass(frozen=True)
-class SocketGrant:
-    session_key: str
-    user_id: int
-    room_id: int | None = None
-
-
-# Close codes a socket gets when its grant no longer holds (chat.consumers).
-GRANT_SESSION_ENDED = 4001
-GRANT_ACCESS_WITHDRAWN = 4003
-
-
-def socket_grants_revoked(*, grants: Iterable[SocketGrant]) -> dict[SocketGrant, int]:
-    """The grants that no longer hold, each with its close code; a few queries however many grants.
-
-    A session holds while it exists, has not expired, is still logged in as the socket's user, and carries the
-    hash of that user's current password (as Django's own `get_user` checks), and the user is active. Access holds
-    while the conversation exists and is public, or the user is one of its members.
-    """
-    grants = list(grants)
-    if not grants:
-        return {}
-    sessions = sessions_data(session_keys={grant.session_key for grant in grants})
-    users = {user.pk: user for user in get_user_model().objects.filter(pk__in={grant.user_id for grant in grants})}
-    room_ids = {grant.room_id for grant in grants if grant.room_id is not None}
-    kinds = dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "kind")) if room_ids else {}
-    closed = [room_id for room_id, kind in kinds.items() if kind != Room.Kind.PUBLIC]
-    members = set(
-        Membership.objects.filter(room_id__in=closed, user_id__in=users).values_list("room_id", "user_id")
-        if closed
-        else ()
-    )
-    revoked = {}
-    for grant in grants:
-        user = users.get(grant.user_id)
-        data = sessions.get(grant.session_key)
-        if user is None or not user.is_active or data is None or not session_logs_in(data, user):
-            revoked[grant] = GRANT_SESSION_ENDED
-        elif grant.room_id is not None and (
-            grant.room_id not in kinds
-            or (kinds[grant.room_id] != Room.Kind.PUBLIC and (grant.room_id, grant.user_id) not in members)
-        ):
-            revoked[grant] = GRANT_ACCESS_WITHDRAWN
-    return revoked
-
-
-def sessions_data(*, session_keys: set[str]) -> dict[str, dict]:
-    """The data of the sessions that still exist and have not expired, by key."""
-    store = import_module(settings.SESSION_ENGINE).SessionStore
-    model = getattr(store, "get_model_class", None)
-    if model is not None:  # a database-backed engine: one query for them all
-        found = model().objects.filter(session_key__in=session_keys, expire_date__gt=timezone.now())
-        return {session.session_key: store().decode(session.session_data) for session in found}
-    loaded = {key: store(key) for key in session_keys}
-    return {key: session.load() for key, session in loaded.items() if session.exists(key)}
-
-
-def session_logs_in(data: dict, user: User) -> bool:
-    """Whether a session's data logs in this user with their current password (Django's `get_user` rule)."""
-    if data.get(SESSION_KEY) != str(user.pk) or data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
-        return False
-    stored = data.get(HASH_SESSION_KEY)
-    return bool(stored) and constant_time_compare(stored, user.get_session_auth_hash())

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import views, views_threads
 
 
 def conversation_urls(key: str, *, room_only: bool = False) -> list:
@@ -12,6 +12,7 @@ def conversation_urls(key: str, *, room_only: bool = False) -> list:
         path(f"<str:{key}>/search/", views.room_search, name="search"),
         path(f"<str:{key}>/messages/<int:message_id>/", views.message_in_context, name="message"),
         path(f"<str:{key}>/notifications/", views.notification_level, name="notifications"),
+        path(f"<str:{key}>/threads/<int:message_id>/", views_threads.thread_detail, name="thread"),
     ]
     if room_only:
         patterns += [
@@ -27,6 +28,8 @@ def conversation_urls(key: str, *, room_only: bool = False) -> list:
 app_name = "chat"
 urlpatterns = [
     path("", views.room_directory, name="directory"),
+    # A thread by its first message alone (a direct conversation's links: the same for both people).
+    path("threads/<int:message_id>/", views_threads.thread_of, name="thread_of"),
     path("messages/<int:message_id>/edit/", views.message_edit, name="message_edit"),
     path("messages/<int:message_id>/delete/", views.message_retract, name="message_retract"),
     path("messages/<int:message_id>/reactions/", views.reaction_toggle, name="reaction_toggle"),

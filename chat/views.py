@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import User
 from chat import attachments, errors, fragments, http_limits, selectors, services
 from chat.http_limits import write_limited
-from chat.models import Attachment, Membership, Room
+from chat.models import Attachment, Membership, Message, Room
 
 
 @require_GET
@@ -79,24 +79,32 @@ def room_detail(request: HttpRequest, room: Room) -> HttpResponse:
     return room_page(request, room)
 
 
-def room_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:
-    """The conversation's page, also with an error in #chat-error (an upload posted without htmx)."""
+def room_page(
+    request: HttpRequest, room: Room, *, error: str = "", status: int = 200, parent: Message | None = None
+) -> HttpResponse:
+    """The conversation's page, also with an error in #chat-error (an upload posted without htmx); with `parent`,
+    the page of that message's thread instead of the log."""
+    context = {
+        **fragments.limits(),
+        "room": room,
+        "error": error,
+        "online_users": selectors.room_online_users(room=room),
+        "sidebar": selectors.sidebar(user=request.user, current=room, thread=parent),
+        "can_manage": can_manage(room, request.user),
+    }
+    if parent is not None:
+        context.update(parent=parent, replies=selectors.thread_replies(parent=parent))
+        return render(request, "chat/room.html", context, status=status)
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
     if last_read_id is None:  # a room opened for the first time (or again after leaving it) is joined
         services.memberships.room_member_join(room=room, user=request.user)
-    context = {
-        **fragments.limits(),
-        "room": room,
-        "error": error,
-        # Not "messages": that is django.contrib.messages' notices in base.html.
-        "chat_messages": messages,
-        "divider_id": selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=request.user),
-        "online_users": selectors.room_online_users(room=room),
-        "sidebar": selectors.sidebar(user=request.user, current=room),
-        "can_manage": can_manage(room, request.user),
-    }
+    # Not "messages": that is django.contrib.messages' notices in base.html.
+    context["chat_messages"] = messages
+    context["divider_id"] = selectors.unread_divider_id(
+        messages=messages, last_read_id=last_read_id, user=request.user
+    )
     return render(request, "chat/room.html", context, status=status)
 
 
@@ -134,7 +142,10 @@ def room_search(request: HttpRequest, room: Room) -> HttpResponse:
 @login_required
 @conversation_view
 def message_in_context(request: HttpRequest, room: Room, message_id: int) -> HttpResponse:
-    """A conversation's message in its place in the history, with the messages around it."""
+    """A conversation's message in its place in the history, with the messages around it; a reply in its thread."""
+    parent_id = selectors.reply_parent_id(room=room, message_id=message_id)
+    if parent_id is not None:
+        return redirect(f"{room.url('thread', parent_id)}#message-{message_id}")
     messages = selectors.message_context(room=room, message_id=message_id)
     if not any(m.pk == message_id for m in messages):
         raise Http404("No such message in this conversation.")
@@ -216,7 +227,7 @@ def notification_level_page(request: HttpRequest, room: Room, *, error: str = ""
         "error": error,
         "sidebar": selectors.sidebar(user=request.user, current=room),
     }
-    return render(request, "chat/notifications.html", context, status=status)
+    return render(request, "chat/notification_level.html", context, status=status)
 
 
 def room_settings_page(request: HttpRequest, room: Room, *, error: str = "", status: int = 200) -> HttpResponse:

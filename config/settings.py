@@ -46,6 +46,9 @@ INSTALLED_APPS = [
     "template_partials",
     "allauth",
     "allauth.account",
+    # Delayed work (email notifications): tasks in the database, run by `manage.py db_worker` (README).
+    "django_tasks",
+    "django_tasks_db",
     "accounts",
     "chat",
 ]
@@ -179,8 +182,26 @@ ACCOUNT_SESSION_REMEMBER = True
 # chat's write limits instead (CHAT_WRITE_LIMITS below, config/account_limits.py), one mechanism for every write.
 ACCOUNT_RATE_LIMITS = False
 
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Mail (notifications, password resets, address verification): by SMTP when EMAIL_HOST is set, else printed to the
+# console of the process that sends it (the worker for notifications, the web process for account mail).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "").strip()
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "") or "25")
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_TIMEOUT = 20
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
+# Absolute links in emails (notifications, unsubscribing) start with this: the address people open the chat at.
+CHAT_PUBLIC_URL = os.environ.get("CHAT_PUBLIC_URL", "http://127.0.0.1:8000").strip().rstrip("/")
+# A message that notifies someone and is still unread this many seconds later is emailed; at most one email per
+# user per this many seconds.
+CHAT_EMAIL_DELAY_SECONDS = float(os.environ.get("CHAT_EMAIL_DELAY_SECONDS", "120"))
+
+# Delayed work, kept in the database and run by `manage.py db_worker` (the Procfile's worker; `make run` starts one).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
@@ -315,6 +336,8 @@ WRITE_LIMIT_DEFAULTS: dict[str, tuple[int, float]] = {
     "password_change": (30, 60),
     # Any other account form (email addresses, reauthentication).
     "account": (30, 60),
+    # The email notifications preference (/accounts/notifications/ and its unsubscribe links).
+    "notifications": (30, 60),
     # Personal API tokens made or revoked at /accounts/tokens/.
     "tokens": (30, 60),
     # Every write over the HTTP API (/api/v1/), per token's user; messages also count against the flood limit.

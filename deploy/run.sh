@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run N daphne processes of the chat on one machine, optionally behind nginx on one address.
+# Run N daphne processes of the chat on one machine, each with a worker, optionally behind nginx on one address.
 #
 #   deploy/run.sh [-n PROCESSES] [-p FIRST_PORT] [--nginx PORT]
 #
@@ -29,6 +29,7 @@ if [ "$processes" -gt 1 ] && [ -z "${REDIS_URL:-}" ]; then
   exit 2
 fi
 daphne=${DAPHNE:-.venv/bin/daphne}
+python=${PYTHON:-.venv/bin/python}
 if [ -n "$nginx_port" ]; then
   # nginx sends the attachments' bytes from its internal location, once the app has checked the reader.
   export CHAT_ATTACHMENT_ACCEL_REDIRECT=${CHAT_ATTACHMENT_ACCEL_REDIRECT-/_attachments/}
@@ -55,6 +56,10 @@ for ((i = 0; i < processes; i++)); do
     config.asgi:application >"$log_dir/daphne-$port.log" 2>&1 &
   pids+=("$!")
   echo "daphne pid $! on http://127.0.0.1:$port (log $log_dir/daphne-$port.log)"
+  # A worker beside each (delayed work: email notifications); any number is safe, each task runs once.
+  "$python" manage.py db_worker --no-reload >"$log_dir/worker-$port.log" 2>&1 &
+  pids+=("$!")
+  echo "worker pid $! (log $log_dir/worker-$port.log)"
 done
 
 if [ -n "$nginx_port" ]; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import loadtest.org  # noqa: F401  (adds the org and many-rooms scenarios)
 from loadtest.client import LoadTestError
 from loadtest.scenarios import SCENARIOS, human_line, run
 

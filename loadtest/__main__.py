@@ -1,4 +1,4 @@
-"""Command line: python -m loadtest {fanout,ramp,churn} [options]; JSON summary on stdout, one line on stderr."""
+"""Command line: python -m loadtest {fanout,ramp,churn,org,many-rooms} [options]; JSON on stdout, a line on stderr."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per scenario."""
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
-    sub = parser.add_subparsers(dest="scenario", required=True, metavar="{fanout,ramp,churn}")
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="{fanout,ramp,churn,org,many-rooms}")
 
     fanout = sub.add_parser("fanout", help="R rooms x C clients, S senders per room; delivery latency and ratio")
     fanout.add_argument("--rooms", type=int, default=1, help="rooms (default: 1)")
@@ -80,7 +80,39 @@ def build_parser() -> argparse.ArgumentParser:
     churn.add_argument("--rooms", type=int, default=1, help="rooms the loops spread over (default: 1)")
     churn.add_argument("--pause", type=float, default=0.0, help="s each loop waits after leaving (default: 0)")
     _common(churn)
+
+    org = sub.add_parser("org", help="an organisation over a seeded plan: tabs, churn, messages by room size")
+    _plan_options(org)
+    org.add_argument("--sockets", type=int, default=5000, help="tabs open at once (default: 5000)")
+    org.add_argument(
+        "--directory-share", type=float, default=0.1, help="share of tabs showing the directory (default: 0.1)"
+    )
+    org.add_argument("--churn", type=float, default=20.0, help="tabs closed and opened again per s (default: 20)")
+    org.add_argument("--message-rate", type=float, default=50.0, help="messages per s in all (default: 50)")
+    org.add_argument("--duration", type=float, default=300.0, help="seconds of messages and churn (default: 300)")
+    org.add_argument("--drain", type=float, default=15.0, help="s to wait for late deliveries (default: 15)")
+    org.add_argument(
+        "--user-limit", type=int, default=10, help="the server's messages per user per 10 s, kept under (default: 10)"
+    )
+    _common(org)
+
+    many = sub.add_parser("many-rooms", help="one socket in each of many seeded rooms: memory, idle CPU, joins")
+    _plan_options(many)
+    many.add_argument("--after-wait", type=float, default=5.0, help="s after closing before the last sample")
+    _common(many)
     return parser
+
+
+def _plan_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the scenarios over a plan of python -m loadtest.seed."""
+    group = parser.add_argument_group("plan")
+    group.add_argument("--plan", default="", help="the plan file python -m loadtest.seed wrote")
+    group.add_argument("--redis-url", default=None, help="the server's Redis (loopback), for its command count")
+    group.add_argument("--idle", type=float, default=30.0, help="s of idle sockets to measure (default: 30)")
+    group.add_argument("--settle", type=float, default=1.0, help="min s between the last join and what follows")
+    group.add_argument(
+        "--settle-max", type=float, default=120.0, help="max s to wait for the sockets to go quiet (default: 120)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,9 @@ samples every daphne process during the measurement window only (not the sign-in
 and writes collapsed stacks (DIR/<scenario>-<run>-<pid>.txt, flamegraph.pl's input) and a summary of
 the hottest functions (DIR/<scenario>-<run>-top.txt).
 
+org and many-rooms run over a plan: the organisation's (or the rooms') shape options go to loadtest.seed, which
+fills the stack's fresh database before the first run; --plan and --redis-url are the stack's.
+
 With --reference, each run first drives the same scenario against the bare broadcast server of the same stack
 (loadtest.reference: Twisted and autobahn, no Django) on this machine, and the record gives each figure of the
 chat as a ratio to it, beside both absolute figures and a machine-speed reference (a fixed pure-Python loop),
@@ -35,8 +38,9 @@ from pathlib import Path
 from loadtest.__main__ import build_parser
 from loadtest.client import LoadTestError
 from loadtest.scenarios import human_line, run
+from loadtest.seed import org_options, rooms_options
 from loadtest.stack import Stack, running
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import BASE_DIR, free_port, wait_for_port
 
 PROFILE_RATE = 50  # samples per second: py-spy falls behind at higher rates on a busy 2-core machine
 
@@ -151,7 +155,21 @@ COMPARED = [
     ("ramp_connect_p99_ms", ("connect_ms", "p99")),
     ("kb_per_socket", ("server", "kb_per_socket")),
     ("us_per_socket_opened", ("server", "us_per_socket_opened")),
+    # org and many-rooms
+    ("delivery_ratio", ("deliveries", "ratio")),
+    ("rss_kb_peak", ("server", "rss_kb_peak")),
+    ("rss_kb_end", ("server", "rss_kb_end")),
+    ("idle_cpu_pct", ("idle", "server_cpu_pct")),
+    ("initial_join_p99_ms", ("connect_phase", "first_frame_ms", "p99")),
+    ("initial_us_per_join", ("connect_phase", "us_per_join")),
+    ("churn_join_p99_ms", ("churn", "first_frame_ms", "p99")),
+    ("first_frame_p50_ms", ("first_frame_ms", "p50")),
+    ("first_frame_p99_ms", ("first_frame_ms", "p99")),
+    ("us_per_join", ("server", "us_per_join")),
+    ("rss_kb_after", ("server", "rss_kb_after")),
 ]
+# Scenarios over a plan that loadtest.seed writes into the stack's database first: its sub-command.
+SEEDED = {"org": "org", "many-rooms": "rooms"}
 
 
 def figure(summary: dict, path: tuple[str, ...]) -> float | None:
@@ -183,13 +201,47 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference", action="store_true", help="also run the scenario against loadtest.reference; report ratios"
     )
-    parser.add_argument("scenario", choices=["fanout", "ramp", "churn"])
+    parser.add_argument("scenario", choices=["fanout", "ramp", "churn", "org", "many-rooms"])
     parser.add_argument("options", nargs=argparse.REMAINDER, help="options of the scenario")
     return parser
 
 
-async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
+def seed_stack(stack: Stack, kind: str, seed_argv: list[str]) -> dict:
+    """Seed the stack's database (loadtest.seed in the servers' environment); its JSON line, with the plan's path."""
+    plan = str(Path(stack.log_dir) / "plan.json")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **stack.env}
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.seed", kind, *seed_argv, "--out", plan],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        raise LoadTestError(f"loadtest.seed failed: {result.stderr[-2000:]}")
+    print(result.stderr.strip(), file=sys.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def seed_arguments(namespace: argparse.Namespace) -> list[str]:
+    """The seed's options back as a command line."""
+    argv = []
+    for name, value in vars(namespace).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+async def bench(args: argparse.Namespace, stack: Stack, options: dict, seed_argv: list[str] | None = None) -> int:
     failures = 0
+    seeded = None
+    if args.scenario in SEEDED:
+        seeded = seed_stack(stack, SEEDED[args.scenario], seed_argv or [])
+        options = {**options, "plan": seeded["plan"]}
     for index in range(args.repeat):
         label = f"{args.scenario}-{index}"
         profiler = Profiler(stack, args.profile, label) if args.profile else None
@@ -198,6 +250,7 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
             with reference_server() as (url, pid):
                 reference = await run(args.scenario, url=url, server_pids=[pid], **{**options, "bare": True})
         load_before = load_average()
+        extra = {"redis_url": stack.env["REDIS_URL"] or None} if seeded is not None else {}
         summary = await run(
             args.scenario,
             observer=profiler,
@@ -205,6 +258,7 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
             server_pids=stack.daphne_pids,
             redis_pids=[stack.redis_pid] if stack.redis_pid else [],
             **options,
+            **extra,
         )
         if profiler is not None and profiler.processes:
             profiler.stop()
@@ -215,6 +269,8 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
             "machine": {"python_loop_ms": machine_speed_ms()},
             "command": "python -m loadtest.bench " + " ".join(sys.argv[1:]),
         }
+        if seeded is not None:
+            record["seed"] = seeded
         if reference is not None:
             record["reference"] = reference
             record["compared"] = compared(summary, reference)
@@ -235,15 +291,24 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_bench_parser().parse_args(argv)
-    scenario_args = vars(build_parser().parse_args([args.scenario, *args.options]))
+    options, seed_argv = args.options, None
+    if args.scenario in SEEDED:
+        # The shape goes to loadtest.seed, the rest to the scenario.
+        seed_parser = argparse.ArgumentParser(prog=f"python -m loadtest.bench {args.scenario}", add_help=False)
+        (org_options if args.scenario == "org" else rooms_options)(seed_parser)
+        seed_namespace, options = seed_parser.parse_known_args(options)
+        seed_argv = seed_arguments(seed_namespace)
+    scenario_args = vars(build_parser().parse_args([args.scenario, *options]))
     scenario_args.pop("scenario")
-    for name in ("url", "server_pids", "redis_pids"):
-        if scenario_args.pop(name):
+    for name in ("url", "server_pids", "redis_pids", "plan", "redis_url"):
+        if scenario_args.pop(name, None):
             raise SystemExit(f"loadtest.bench: the stack sets {name}; leave it out")
     extra = dict(item.split("=", 1) for item in args.env)
+    # Stopped with SIGTERM (a run in the background ignores SIGINT), the stack still stops and drops its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with running(args.processes, args.layer, args.database, extra) as stack:
         try:
-            return asyncio.run(bench(args, stack, scenario_args))
+            return asyncio.run(bench(args, stack, scenario_args, seed_argv))
         except LoadTestError as error:
             print(f"loadtest.bench: {error}", file=sys.stderr)
             return 2

@@ -243,6 +243,11 @@ async def sign_in_many(
 
 def htmx_frame(text: str, target: Target, room: str) -> str:
     """The JSON text frame htmx's ws extension sends for the message form (JSON.stringify, so no spaces)."""
+    return htmx_frame_at(text, target.room_page(room))
+
+
+def htmx_frame_at(text: str, page_url: str) -> str:
+    """The message form's frame as sent from the page at `page_url` (a room's, or a direct conversation's)."""
     return json.dumps(
         {
             "message": text,
@@ -251,7 +256,7 @@ def htmx_frame(text: str, target: Target, room: str) -> str:
                 "HX-Trigger": "message-form",
                 "HX-Trigger-Name": None,
                 "HX-Target": "message-form",
-                "HX-Current-URL": target.room_page(room),
+                "HX-Current-URL": page_url,
             },
         },
         separators=(",", ":"),
@@ -262,9 +267,16 @@ async def open_socket(
     session: aiohttp.ClientSession, target: Target, room: str, account: Account, timeout: float
 ) -> aiohttp.ClientWebSocketResponse:
     """Open a room's socket as the browser of `account` does (its cookies, the site's Origin), within `timeout`."""
+    return await open_socket_at(session, target, f"/ws/chat/{room}/", account, timeout)
+
+
+async def open_socket_at(
+    session: aiohttp.ClientSession, target: Target, path: str, account: Account, timeout: float
+) -> aiohttp.ClientWebSocketResponse:
+    """Open the socket at `path` (/ws/chat/<room>/, /ws/dm/<username>/, /ws/directory/) as `account`'s browser."""
     async with asyncio.timeout(timeout):
         return await session.ws_connect(
-            target.room_socket(room),
+            target.ws_base + path,
             origin=target.origin,
             headers={"Cookie": account.cookie_header()},
             autoping=True,

@@ -1,4 +1,4 @@
-"""The load scenarios (fanout, ramp, churn) and the programmatic entry point `run`."""
+"""The load scenarios (fanout, ramp, churn; org and many-rooms are in loadtest.org) and the entry point `run`."""
 
 from __future__ import annotations
 
@@ -930,6 +930,8 @@ class Churn(Scenario):
 
 
 SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in (Fanout, Ramp, Churn)}
+# The human lines of scenarios defined elsewhere (loadtest.org adds its own, and itself to SCENARIOS).
+HUMAN_LINES: dict[str, Callable[[dict], str]] = {}
 
 
 def make_options(scenario: str, **options: Any) -> CommonOptions:
@@ -995,6 +997,8 @@ def human_line(summary: dict) -> str:
     """A one-line human reading of a summary."""
     name, status = summary["scenario"], summary["status"]
     prefix = f"{name}: " if status == "ok" else f"{name} ({status}: {summary.get('detail', '')}): "
+    if name in HUMAN_LINES:
+        return prefix + HUMAN_LINES[name](summary)
     if name == "fanout":
         d, lat, err = summary["deliveries"], summary["latency_ms"], summary["errors"]
         ratio = "-" if d["ratio"] is None else f"{d['ratio']:.3f}"

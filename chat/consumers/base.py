@@ -23,11 +23,14 @@ from chat.events import (
     Fragment,
     NotificationLevelChanged,
     SessionEnded,
+    ThreadNews,
+    ThreadRead,
 )
+from chat.grants import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, socket_grants_revoked
 from chat.groups import session_group
 from chat.hub import hub
-from chat.models import Membership, Room, sidebar_group
-from chat.selectors import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, notify_count
+from chat.models import Membership, Message, Room, sidebar_group
+from chat.selectors import notify_count
 from chat.transport import Frame, Wire
 
 # One logger for every socket, "chat.consumers" (README, "Logs").
@@ -81,6 +84,10 @@ class HubConsumer(AsyncWebsocketConsumer):
     # Each entry's level, and how many of its unread messages notify the user: the title's count is their sum.
     sidebar_levels: dict[int, str]
     notify_unread: dict[int, int]
+    # The unread replies of each followed thread that has some (not the thread this page shows).
+    threads_unread: dict[int, int]
+    # The thread this page shows (a thread's page), else None.
+    thread_id: int | None = None
     # The count the page's title shows (None: not sent by this socket yet).
     title_count: int | None = None
     showing_room_id: int | None = None
@@ -97,7 +104,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         # The user's id as a plain int: read for every frame, and the scope's user is a lazy object.
         self.user_id = getattr(self.user, "pk", None)
         self.sidebar_unread, self.sidebar_mentioned = {}, set()
-        self.sidebar_levels, self.notify_unread = {}, {}
+        self.sidebar_levels, self.notify_unread, self.threads_unread = {}, {}, {}
         # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
         self.frame_in_hand = asyncio.Lock()
         _open_sockets.add(self)
@@ -136,22 +143,27 @@ class HubConsumer(AsyncWebsocketConsumer):
         """The conversation this page shows, marked in its sidebar."""
         return None
 
+    def sidebar_thread(self) -> Message | None:
+        """The thread this page shows, whose replies its sidebar does not count."""
+        return None
+
     def sidebar_render(self) -> str:
         """The user's sidebar, whole, with the page's title; and the counts their news then adds to (call after
         joining its groups)."""
-        sidebar = selectors.sidebar(user=self.user, current=self.sidebar_current())
+        sidebar = selectors.sidebar(user=self.user, current=self.sidebar_current(), thread=self.sidebar_thread())
         rooms = [room for room in [*sidebar.rooms, *sidebar.people] if room.pk != self.showing_room_id]
         self.sidebar_unread = {room.pk: room.unread_count for room in rooms}
         self.sidebar_mentioned = {room.pk for room in rooms if room.mentioned}
         self.sidebar_levels = {room.pk: room.level for room in rooms}
         self.notify_unread = {room.pk: room.notify_count for room in rooms}
+        self.threads_unread = dict(sidebar.threads_unread)
         self.sidebar_counted_up_to = sidebar.counted_up_to
         self.title_count = None
         return fragments.sidebar(sidebar=sidebar) + self.title_changed()
 
     def title_changed(self) -> str:
         """The page's title when its count changed since this socket last sent it, else nothing."""
-        count = sum(self.notify_unread.values())
+        count = sum(self.notify_unread.values()) + sum(self.threads_unread.values())
         if count == self.title_count:
             return ""
         self.title_count = count
@@ -168,6 +180,9 @@ class HubConsumer(AsyncWebsocketConsumer):
         finally:
             held, self.held = self.held, None
             for event in held:
+                if isinstance(event, ThreadNews):
+                    await self.thread_news(event)
+                    continue
                 if isinstance(event, ConversationNews):
                     frames = self.sidebar_frames(event)
                 else:
@@ -222,6 +237,10 @@ class HubConsumer(AsyncWebsocketConsumer):
                 await self.conversation_read(event)
             case NotificationLevelChanged():
                 await self.notification_level_changed(event)
+            case ThreadNews():
+                await self.thread_news(event)
+            case ThreadRead():
+                await self.thread_read(event)
 
     def frame_for(self, event: Fragment) -> Frame | None:
         """The frame of a group event this socket shows, or None."""
@@ -252,7 +271,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         """The close code when this socket's session or access no longer holds (a few queries; the database thread)."""
         if self.grant is None:
             return GRANT_SESSION_ENDED
-        return selectors.socket_grants_revoked(grants=[self.grant]).get(self.grant)
+        return socket_grants_revoked(grants=[self.grant]).get(self.grant)
 
     async def revoke(self, code: int) -> None:
         """The session or the access this socket was opened with no longer holds: close it, whatever was told."""
@@ -308,6 +327,28 @@ class HubConsumer(AsyncWebsocketConsumer):
         await self.deliver(hub().sidebar_badges(room_id, 0, False))
         if title := self.title_changed():
             await self.send(text_data=title)
+
+    async def thread_news(self, event: ThreadNews) -> None:
+        """A reply in a thread the user follows: one more unread on the sidebar's Threads and the title, unless they
+        wrote it, this page shows that thread, or its conversation is muted."""
+        if self.held is not None:
+            self.held.append(event)
+            return
+        muted = self.sidebar_levels.get(event.room_id) == Membership.Level.NOTHING
+        if event.author_id == self.user_id or event.thread_id == self.thread_id or muted:
+            return
+        if event.message_id <= self.sidebar_counted_up_to:
+            return
+        self.threads_unread[event.thread_id] = self.threads_unread.get(event.thread_id, 0) + 1
+        await self.threads_unread_send()
+
+    async def thread_read(self, event: ThreadRead) -> None:
+        if self.threads_unread.pop(event.thread_id, None):
+            await self.threads_unread_send()
+
+    async def threads_unread_send(self) -> None:
+        unread = sum(self.threads_unread.values())
+        await self.send(text_data=fragments.sidebar_threads(unread=unread) + self.title_changed())
 
     async def notification_level_changed(self, event: NotificationLevelChanged) -> None:
         """The user changed what a conversation notifies them of: the sidebar and the title, counted again."""

@@ -24,6 +24,8 @@ class RoomDirectoryConsumer(HubConsumer):
     listed_up_to = 0
     # The rooms this page lists: news of any other room has nothing to update on it.
     listed: set[int]
+    # The listed rooms the user had joined when the list was made: the rows with an unread count to add to.
+    counting: set[int]
 
     async def connect(self) -> None:
         """Join the directory's groups and send this page of the list and the sidebar again (it may have been away)."""
@@ -37,7 +39,7 @@ class RoomDirectoryConsumer(HubConsumer):
             return
         # The page's own query (the socket's URL carries it): the list it shows, and whether new rooms go on it.
         self.grant_make()
-        self.listed = set()
+        self.listed, self.counting = set(), set()
         query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
         self.page, self.query = query.get("page", ["1"])[0], query.get("q", [""])[0].strip()[:50]
         groups = [
@@ -55,6 +57,7 @@ class RoomDirectoryConsumer(HubConsumer):
         self.listed_up_to = selectors.message_latest_id()
         rooms = selectors.room_directory(user=self.user, query=self.query, page=self.page)
         self.listed = {room.pk for room in rooms}
+        self.counting = {room.pk for room in rooms if room.last_read_id is not None}
         live = fragments.connection(state="live")
         return fragments.directory_room_list(rooms=rooms) + self.sidebar_render() + live
 
@@ -88,5 +91,7 @@ class RoomDirectoryConsumer(HubConsumer):
                 # A list made after some of these messages counts them already (or its user saw them); a muted
                 # room counts nothing.
                 muted = self.sidebar_levels.get(event.room_id) == Membership.Level.NOTHING
-                return event.frame_with_news(0 if muted else event.news_for(self.user_id, after=self.listed_up_to))
+                if muted or event.room_id not in self.counting:
+                    return event.frame()
+                return event.frame_with_news(event.news_for(self.user_id, after=self.listed_up_to))
         return event.frame()

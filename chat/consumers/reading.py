@@ -14,6 +14,7 @@ import logging
 from channels.db import database_sync_to_async
 
 from chat.services.memberships import read_marks_advance
+from chat.services.threads import thread_marks_advance
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,20 @@ class ReadMarks:
     """The marks this event loop's pages have to write: the newest message each (conversation, user) was shown."""
 
     def __init__(self) -> None:
+        # {(conversation id, user id): message id}, and {(thread id, user id): reply id} for threads' pages.
         self.pending: dict[tuple[int, int], int] = {}
+        self.pending_threads: dict[tuple[int, int], int] = {}
         self.writing: asyncio.Task | None = None
 
     def note(self, *, room_id: int, user_id: int, message_id: int) -> None:
-        key = (room_id, user_id)
-        if message_id > self.pending.get(key, 0):
-            self.pending[key] = message_id
+        self._note(self.pending, (room_id, user_id), message_id)
+
+    def note_thread(self, *, thread_id: int, user_id: int, message_id: int) -> None:
+        self._note(self.pending_threads, (thread_id, user_id), message_id)
+
+    def _note(self, pending: dict[tuple[int, int], int], key: tuple[int, int], message_id: int) -> None:
+        if message_id > pending.get(key, 0):
+            pending[key] = message_id
         if self.writing is None:
             self.writing = asyncio.get_running_loop().create_task(self.write_soon())
 
@@ -40,10 +48,14 @@ class ReadMarks:
         finally:
             self.writing = None
         marks, self.pending = self.pending, {}
+        thread_marks, self.pending_threads = self.pending_threads, {}
         try:
-            await database_sync_to_async(read_marks_advance)(marks=marks)
+            if marks:
+                await database_sync_to_async(read_marks_advance)(marks=marks)
+            if thread_marks:
+                await database_sync_to_async(thread_marks_advance)(marks=thread_marks)
         except Exception:  # the database is away: closing the pages marks them read
-            logger.warning("read marks not written", exc_info=True, extra={"marks": len(marks)})
+            logger.warning("read marks not written", exc_info=True, extra={"marks": len(marks) + len(thread_marks)})
 
 
 _read_marks: dict[asyncio.AbstractEventLoop, ReadMarks] = {}

@@ -22,6 +22,7 @@ from chat.consumers.base import (
     socket_log_fields,
 )
 from chat.consumers.reading import read_marks
+from chat.consumers.threads import ThreadPage
 from chat.errors import ChatError, DeliveryError, InvalidRoomName
 from chat.events import (
     AccessChanged,
@@ -31,7 +32,9 @@ from chat.events import (
     LayerLost,
     MessageAppended,
     MessageReplaced,
+    MessagesRemoved,
     RoomStatusChanged,
+    ThreadSummaryChanged,
     TypingNoticed,
 )
 from chat.groups import session_group, user_group
@@ -40,6 +43,7 @@ from chat.models import Room
 from chat.services.memberships import conversation_mark_read
 from chat.services.messages import message_post
 from chat.services.rooms import conversation_open
+from chat.services.threads import thread_mark_read
 from chat.transport import Frame
 
 # One logger for every socket, "chat.consumers" (README, "Logs").
@@ -85,7 +89,7 @@ def frame_payload(text_data: str | None) -> dict:
     return payload if isinstance(payload, dict) else {}
 
 
-class ChatRoomConsumer(HubConsumer):
+class ChatRoomConsumer(ThreadPage, HubConsumer):
     """One browser tab with one conversation open."""
 
     room: Room | None = None
@@ -93,6 +97,8 @@ class ChatRoomConsumer(HubConsumer):
     present = False
     layer_up = True
     log_last_id = 0
+    # The oldest message of the log this page was sent (a thread's summary older than it is not shown here).
+    log_first_id = 0
 
     async def hub_event(self, event: Event) -> None:
         if self.session_ended:
@@ -177,6 +183,8 @@ class ChatRoomConsumer(HubConsumer):
             await self.close(code=code)
             return
         self.showing_room_id = self.room.pk
+        if not await self.thread_open():
+            return
         self.grant_make()
         self.state = hub().room(self.room)
         # Joined before the log is read, so that no message falls between the two.
@@ -200,6 +208,10 @@ class ChatRoomConsumer(HubConsumer):
         sockets share; and the room's status (`extra`: what else to send with them)."""
         state = self.state
         online_html = await hub().room_online(state)
+        status = fragments.room_status(room=self.room) if extra is None else extra
+        if self.parent is not None:
+            thread_html = await database_sync_to_async(self.thread_render)()
+            return thread_html + online_html + status + fragments.connection(state="live")
         version = state.log_version
         log = state.log
         fresh = log is not None and log.version == version and time.monotonic() < log.fresh_until
@@ -207,7 +219,6 @@ class ChatRoomConsumer(HubConsumer):
         log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
         if fresh is not None and state.log_version == version:
             state.log = fresh
-        status = fragments.room_status(room=self.room) if extra is None else extra
         return log_html + online_html + status + fragments.connection(state="live")
 
     def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
@@ -227,6 +238,7 @@ class ChatRoomConsumer(HubConsumer):
             midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             fresh.fresh_until = min(fresh.fresh_until, time.monotonic() + (midnight - now).total_seconds())
         latest_id = cached.messages[-1].pk if cached.messages else 0
+        self.log_first_id = cached.messages[0].pk if cached.messages else 0
         last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
         sidebar_html = self.sidebar_render()
         # A room page shows the user's direct messages among the room's, as whispers.
@@ -255,7 +267,10 @@ class ChatRoomConsumer(HubConsumer):
             self.present = False
             await hub().presence_leave(self.room, self.user)
             await super().hub_leave()
-            await database_sync_to_async(conversation_mark_read)(room=self.room, user=self.user)
+            if self.parent is not None:
+                await database_sync_to_async(thread_mark_read)(parent=self.parent, user=self.user)
+            else:
+                await database_sync_to_async(conversation_mark_read)(room=self.room, user=self.user)
         else:
             await super().hub_leave()
 
@@ -274,7 +289,7 @@ class ChatRoomConsumer(HubConsumer):
         if readable(payload.get("message")):
             headers = payload.get("HEADERS")
             lines = isinstance(headers, dict) and headers.get("HX-Trigger") == LINES_FORM_ID
-            await self.post_message(payload["message"], lines=lines)
+            await self.post_message(payload["message"], lines=lines, thread=payload.get("thread"))
         elif payload.get("typing"):
             await self.announce_typing()
         else:
@@ -283,23 +298,27 @@ class ChatRoomConsumer(HubConsumer):
             )
             await self.send_error("That message could not be read. Please type it again.")
 
-    def post_checked(self, text: str) -> int | None:
+    def post_checked(self, text: str, thread: object = None) -> int | None:
         """Store what the form sent while this socket's session and access hold; else the close code."""
         revoked = self.grant_revoked()
         if revoked is None:
-            message_post(room=self.room, author=self.user, text=text)
+            message_post(room=self.room, author=self.user, text=text, thread=thread)
         return revoked
 
     def form(self, *, lines: bool, draft: str = "") -> str:
-        """The box the message came from, fresh or holding `draft`: the one-line box, or the multi-line one."""
+        """The box the message came from, fresh or holding `draft`: the one-line box, the multi-line one, or a
+        thread's reply box."""
+        if self.parent is not None:
+            return fragments.thread_form(room=self.room, parent=self.parent, draft=draft)
         if lines:
             return fragments.lines_form(room=self.room, draft=draft)
         return fragments.message_form(room=self.room, draft=draft)
 
-    async def post_message(self, text: str, *, lines: bool = False) -> None:
-        """Store and publish what the form sent; answer the sender with a fresh form or an error."""
+    async def post_message(self, text: str, *, lines: bool = False, thread: object = None) -> None:
+        """Store and publish what the form sent (a reply when it names a `thread`); answer the sender with a fresh
+        form or an error."""
         try:
-            revoked = await database_sync_to_async(self.post_checked)(text)
+            revoked = await database_sync_to_async(self.post_checked)(text, thread)
         except DeliveryError as error:
             logger.warning(
                 "message not delivered live",
@@ -361,7 +380,13 @@ class ChatRoomConsumer(HubConsumer):
             return None
         if self.session_ended:
             return None
+        if self.parent is not None:
+            return self.thread_frame_for(event)
         match event:
+            case MessageAppended() | MessageReplaced() | MessagesRemoved() if event.thread_id is not None:
+                return None  # a reply: its thread's pages show it
+            case ThreadSummaryChanged() if event.thread_id < self.log_first_id:
+                return None  # its message is older than this page's log
             case MessageAppended() if event.message_id <= self.log_last_id:
                 return None
             # Whispers are for room pages: a direct conversation's page shows that conversation only (its own

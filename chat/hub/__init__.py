@@ -43,6 +43,9 @@ from chat.events import (
     RoomStatusChanged,
     RoomUnlisted,
     SessionEnded,
+    ThreadNews,
+    ThreadRead,
+    ThreadSummaryChanged,
     TypingNoticed,
     from_wire,
 )
@@ -92,7 +95,9 @@ class Hub(Recovery, DirectoryDesk, Recheck):
     async def dispatch(self, group: str, event: Event) -> None:
         """Each kind of event to the job that handles it."""
         match event:
-            case MessageAppended() | MessageReplaced() | MessagesRemoved():
+            case MessageAppended() | MessageReplaced() | MessagesRemoved() if event.thread_id is not None:
+                await self.fan_out(group, event)  # a reply: not in the conversation's shared log
+            case MessageAppended() | MessageReplaced() | MessagesRemoved() | ThreadSummaryChanged():
                 self.log_changed(group)
                 await self.fan_out(group, event)
             case TypingNoticed() | RoomListed() | RoomUnlisted() | RoomOnlineCounted() | MentionFlagged():
@@ -113,6 +118,8 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 | ConversationLeft()
                 | ConversationRead()
                 | NotificationLevelChanged()
+                | ThreadNews()
+                | ThreadRead()
             ):
                 await self.act(group, event)
             case Fragment():

@@ -10,7 +10,7 @@ import logging
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import selectors
+from chat.grants import socket_grants_revoked
 from chat.hub.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Recheck(Subscriptions):
         if not sockets:
             return
         grants = {socket.grant for socket in sockets}
-        revoked = await database_sync_to_async(selectors.socket_grants_revoked)(grants=grants)
+        revoked = await database_sync_to_async(socket_grants_revoked)(grants=grants)
         if revoked:
             logger.info("sockets rechecked", extra={"sockets": len(sockets), "revoked": len(revoked)})
         for socket in sockets:

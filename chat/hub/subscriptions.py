@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from accounts.models import User
 from chat import broadcasts, fragments
 from chat.events import ConversationNews, Event, Fragment
-from chat.selectors import SocketGrant
+from chat.grants import SocketGrant
 from chat.transport import Frame
 
 if TYPE_CHECKING:

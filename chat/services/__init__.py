@@ -3,7 +3,9 @@
 - `sessions`: which sockets a login owns, and closing them when it ends.
 - `rooms`: room names, finding or creating a conversation, who may open it.
 - `memberships`: joining, leaving, members, privacy, read marks, notification levels.
-- `messages`: parsing what was typed, storing, editing and retracting messages.
+- `threads`: a reply's thread, its summary, who follows it and how far each has read it.
+- `emails`: the missed messages emailed a while later (the worker's task), and whether a person wants them.
+- `messages`: parsing what was typed, storing, editing and retracting messages (and replies).
 - `reactions`, `attachments`: what can be added to a message.
 - `storage`: the files attachments keep.
 - `moderation`: deleting messages and closing rooms, for staff.
@@ -11,6 +13,28 @@
 Imports go one way: a module here may import the ones listed before it, chat.broadcasts and everything below.
 """
 
-from chat.services import attachments, memberships, messages, moderation, reactions, rooms, sessions, storage
+from chat.services import (
+    attachments,
+    emails,
+    memberships,
+    messages,
+    moderation,
+    reactions,
+    rooms,
+    sessions,
+    storage,
+    threads,
+)
 
-__all__ = ["attachments", "memberships", "messages", "moderation", "reactions", "rooms", "sessions", "storage"]
+__all__ = [
+    "attachments",
+    "emails",
+    "memberships",
+    "messages",
+    "moderation",
+    "reactions",
+    "rooms",
+    "sessions",
+    "storage",
+    "threads",
+]

@@ -17,8 +17,10 @@ from accounts.models import User
 from chat import broadcasts, flood, formatting, selectors
 from chat.errors import ChatError, DeliveryError, StorageError
 from chat.models import MENTION_RE, Message, Room
+from chat.services.emails import email_notices_record
 from chat.services.rooms import direct_room_get_or_create
 from chat.services.storage import attachment_file_names, attachment_files_delete
+from chat.services.threads import thread_parent_check, thread_reply_record
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +95,9 @@ def rate_limited() -> ChatError:
     )
 
 
-def message_post(*, room: Room, author: User, text: str) -> Message | None:
-    """Store what the user typed (a room or a private message) and publish it; None for blank text."""
+def message_post(*, room: Room, author: User, text: str, thread: object = None) -> Message | None:
+    """Store what the user typed (a room or a private message, or a reply in the thread of the message `thread`
+    names) and publish it; None for blank text."""
     # No keyboard types NUL and PostgreSQL cannot store it: a frame carrying one would fail the INSERT.
     text = text.replace("\x00", "")
     if not text.strip():
@@ -114,9 +117,16 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
             if member is None:  # Redis could not count: the database does, under the author's row lock
                 message_rate_check(author=author)
                 created_at = None  # then stored at the INSERT, after the lock, as the count assumes
+            parent = None
+            if thread not in (None, ""):
+                if parsed.recipient is not None:
+                    raise ChatError(
+                        "A reply cannot be a private message: /pm works in the conversation.", reason="pm_reply"
+                    )
+                parent = thread_parent_check(room=room, thread=thread)
             if parsed.recipient is not None:  # /pm: a message of the two people's conversation, wherever typed
                 room = direct_room_get_or_create(user=author, peer=parsed.recipient)
-            return message_create(room=room, author=author, body=parsed.body, created_at=created_at)
+            return message_create(room=room, author=author, body=parsed.body, created_at=created_at, parent=parent)
     except BaseException as error:
         if member is not None and not isinstance(error, DeliveryError):  # not stored: the admission goes too
             flood.message_forget(user_id=author.pk, member=member)
@@ -128,8 +138,11 @@ def message_post(*, room: Room, author: User, text: str) -> Message | None:
         raise
 
 
-def message_create(*, room: Room, author: User, body: str, created_at: datetime | None = None) -> Message:
-    """Store a message of a conversation (a direct one's names the other person as its recipient)."""
+def message_create(
+    *, room: Room, author: User, body: str, created_at: datetime | None = None, parent: Message | None = None
+) -> Message:
+    """Store a message of a conversation (a direct one's names the other person as its recipient), or a reply in
+    the thread of `parent`."""
     recipient = None
     if room.is_direct:
         recipient = room.peer if room.peer is not None else selectors.direct_peer(room=room, user=author)
@@ -142,6 +155,7 @@ def message_create(*, room: Room, author: User, body: str, created_at: datetime 
         body=body,
         body_html=formatting.render_message(body, mention_names=[user.username for user in mentioned or []]),
         created_at=created_at or timezone.now(),
+        parent=parent,
     )
     # The directory and the sidebars order by it; a direct conversation's first message puts it in both sidebars.
     first = room.is_direct and Room.objects.filter(pk=room.pk, last_message_at=None).update(
@@ -152,6 +166,10 @@ def message_create(*, room: Room, author: User, body: str, created_at: datetime 
     room.last_message_at = message.created_at
     if mentioned is not None:
         message_mentions_record(message=message, users=mentioned)
+    if parent is not None:
+        thread_reply_record(reply=message, mentioned_ids=[user.pk for user in mentioned or []])
+    # Who it notifies gets it emailed if they have not read it a while later (one query when that is nobody).
+    email_notices_record(message=message, mentioned_ids=[user.pk for user in mentioned or []])
     # No attachment yet (attachment_create adds one before the commit): rendering it needs no query.
     Message.attachment.related.set_cached_value(message, None)
     Message.room.field.set_cached_value(message, room)

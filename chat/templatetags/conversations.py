@@ -1,6 +1,8 @@
 """Template helpers of the conversation pages.
 
 `{% conversation_url room "search" %}`: a conversation's page for the reader, whether a room or a direct one.
+`{% thread_url room message %}`: the page of a message's thread; a direct conversation's by a path that names no
+reader (the same fragment goes to both people), which sends each to their own.
 `{{ value|machine_datetime }}`: a `<time datetime>` value HTML accepts (whole seconds, with the offset).
 `{% attachment_limit as limit %}`: the largest file a person may share, in bytes.
 `{{ day|day_label }}`: "Today", "Yesterday", or the day in full ("Monday 30 November", with the year when not this
@@ -14,6 +16,7 @@ from datetime import datetime, timedelta
 
 from django import template
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
@@ -25,6 +28,13 @@ register = template.Library()
 @register.simple_tag
 def conversation_url(room: Room, view: str = "room", *args: object) -> str:
     return room.url(view, *args)
+
+
+@register.simple_tag
+def thread_url(room: Room, message: Message) -> str:
+    if room.is_direct:
+        return reverse("chat:thread_of", args=[message.pk])
+    return room.url("thread", message.pk)
 
 
 @register.filter

@@ -333,10 +333,17 @@ def test_a_message_over_2000_characters_is_400(alice_token, lobby):
     assert post("/api/v1/rooms/lobby/messages", alice_token, {"text": "x" * 2000}).status_code == 201
 
 
-def test_a_reply_to_a_thread_is_refused_until_threads_exist(alice_token, lobby):
+def test_a_reply_names_its_thread_and_reads_back_with_it_and_a_bad_thread_is_400(alice_token, lobby):
     first = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "first"}).json()
     response = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "reply", "thread": first["id"]})
-    assert "Threads are not available yet" in error_of(response, 400)
+    assert response.status_code == 201
+    assert response.json()["thread"] == first["id"]
+    listed = call("get", "/api/v1/rooms/lobby/messages", alice_token).json()["messages"]
+    assert [(m["text"], m["thread"]) for m in listed] == [("first", None), ("reply", first["id"])]
+    to_reply = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "deeper", "thread": response.json()["id"]})
+    assert "A reply cannot have replies" in error_of(to_reply, 400)
+    unknown = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "lost", "thread": 999_999})
+    assert "nothing was sent" in error_of(unknown, 400)
     assert post("/api/v1/rooms/lobby/messages", alice_token, {"text": "plain", "thread": None}).status_code == 201
 
 

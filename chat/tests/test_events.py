@@ -34,6 +34,7 @@ EXAMPLES = {
     "created_at": 1_765_000_000.5,
     "reason": "logout",
     "keep_session": "session_abc",
+    "thread_id": 9,
     "level": "all",
 }
 

@@ -102,9 +102,9 @@ def test_with_redis_the_eleventh_message_in_ten_seconds_is_refused_without_a_dat
     with pytest.raises(errors.ChatError, match="Slow down"):
         services.messages.message_post(room=room, author=alice, text="more")
     assert Message.objects.filter(author=alice).count() == 10
-    # No lock, no COUNT: SAVEPOINT, INSERT, the room's last activity, RELEASE (the test's own transaction); on a
-    # socket BEGIN, INSERT, UPDATE, COMMIT.
-    with django_assert_num_queries(4):
+    # No lock, no COUNT: SAVEPOINT, INSERT, the room's last activity, who it notifies by email (nobody), RELEASE (the
+    # test's own transaction); on a socket BEGIN, INSERT, UPDATE, SELECT, COMMIT.
+    with django_assert_num_queries(5):
         services.messages.message_post(room=room, author=bob, text="counted in Redis")
 
 
@@ -143,9 +143,10 @@ def test_history_merges_the_room_with_the_users_private_messages(alice, bob, car
 
 def test_sending_a_message_is_one_insert_plus_the_rate_check(alice, room, django_assert_num_queries):
     # The rate check locks the author's row, then counts (SECURITY.md); the room's last activity is kept for the
-    # directory's order; SAVEPOINT and RELEASE are there only because this test runs inside a transaction: a
-    # socket's post is BEGIN, lock, count, INSERT, UPDATE, COMMIT.
-    with django_assert_num_queries(6):
+    # directory's order; one SELECT finds whom it notifies by email (nobody here); SAVEPOINT and RELEASE are there
+    # only because this test runs inside a transaction: a socket's post is BEGIN, lock, count, INSERT, UPDATE,
+    # SELECT, COMMIT.
+    with django_assert_num_queries(7):
         services.messages.message_post(room=room, author=alice, text="counted")
 
 
