@@ -68,7 +68,11 @@ class Hub(Recovery, DirectoryDesk, Recheck):
         if self.channel is None:
             self.channel = await self.layer.new_channel(prefix="hub")
             loop = asyncio.get_running_loop()
-            self.tasks = [loop.create_task(self.receive_forever()), loop.create_task(self.tick_forever())]
+            self.tasks = [
+                loop.create_task(self.receive_forever()),
+                loop.create_task(self.tick_forever()),
+                loop.create_task(self.heartbeat_forever()),
+            ]
 
     async def receive_forever(self) -> None:
         while True:
@@ -121,10 +125,9 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 logger.warning("event of no job dropped", extra={"event_type": event.kind})
 
     async def tick_forever(self) -> None:
-        """Announce each moment's presence changes and directory news; every heartbeat, keep this process alive;
-        while the layer is lost, try to recover; check the sockets' grants; tell every page it is live."""
+        """Announce each moment's presence changes and directory news; while the layer is lost, try to recover;
+        check the sockets' grants; tell every page it is live."""
         loop = asyncio.get_running_loop()
-        next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
         next_directory = loop.time() + DIRECTORY_TICK_SECONDS
         next_renewal = loop.time() + CONNECTION_RENEW_SECONDS
         while True:
@@ -134,12 +137,6 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                     await self.recover()
                 if self.recheck_due():
                     await self.recheck()
-                if loop.time() >= next_heartbeat:
-                    next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
-                    await self.heartbeat()
-                    # Group memberships expire in the layer unless they are added again.
-                    if self.up and (error := await self.groups_add()) is not None:
-                        self.layer_lost(error)
                 if self.up:
                     await self.undelivered_publish()
                 await self.announce()
@@ -153,6 +150,18 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 raise
             except Exception:
                 logger.exception("presence announcement failed; retrying")
+
+    async def heartbeat_forever(self) -> None:
+        """Every heartbeat, keep this process alive (presence, group memberships): a task of its own, so that a long
+        one never delays the presence tick."""
+        while True:
+            await asyncio.sleep(settings.CHAT_PRESENCE_HEARTBEAT)
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("heartbeat failed; retrying")
 
     async def stop(self) -> None:
         for task in [*self.tasks, *([self.telling] if self.telling else [])]:

@@ -1,19 +1,24 @@
 """Recovery after an outage of the channel layer: say so to every socket, join every group again once the layer
-answers, publish the security events that could not go out, and let every page catch up."""
+answers, publish the security events that could not go out, and let every page catch up. And the heartbeat: presence
+kept alive, group memberships renewed before the layer lets them expire."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from chat import broadcasts
 from chat.events import Event, LayerBack, LayerLost
 from chat.hub.online import PresenceTicker
+from chat.layer_groups import group_renewal_seconds, groups_add
 
 logger = logging.getLogger(__name__)
 
 # While the channel layer does not answer, the hub tries to join its groups again this often (seconds).
 LAYER_RETRY_SECONDS = 2.0
+# Groups added to the layer per round trip (a pipeline per Redis shard).
+GROUPS_ADD_BATCH = 1_000
 
 
 class Recovery(PresenceTicker):
@@ -37,15 +42,34 @@ class Recovery(PresenceTicker):
         for socket in {socket for members in self.members.values() for socket in members}:
             await socket.hub_event(event)
 
-    async def groups_add(self) -> Exception | None:
-        """Join every group of this process's sockets (again); the layer's error if it did not take them all."""
+    async def groups_add(self, *, due_only: bool = False) -> Exception | None:
+        """Join every group of this process's sockets again (`due_only`: those whose membership is half way to
+        expiring); the layer's error if it did not take them all."""
+        now = time.time()
+        renewal = group_renewal_seconds(self.layer)
+        if due_only:
+            if renewal is None:
+                return None
+            groups = [group for group in self.members if self.group_added_at.get(group, 0.0) <= now - renewal]
+        else:
+            groups = list(self.members)
         try:
-            for group in list(self.members):
+            for start in range(0, len(groups), GROUPS_ADD_BATCH):
+                batch = groups[start : start + GROUPS_ADD_BATCH]
                 async with asyncio.timeout(broadcasts.LAYER_TIMEOUT_SECONDS):
-                    await self.layer.group_add(group, self.channel)
+                    await groups_add(self.layer, batch, self.channel)
+                for group in batch:
+                    if group in self.members:  # not left meanwhile
+                        self.group_added_at[group] = now
         except Exception as error:  # the layer's errors depend on its backend; a timeout is a partition
             return error
         return None
+
+    async def heartbeat(self) -> None:
+        """Keep this process's presence alive, and its group memberships before the layer lets them expire."""
+        await super().heartbeat()
+        if self.up and (error := await self.groups_add(due_only=True)) is not None:
+            self.layer_lost(error)
 
     async def recover(self) -> None:
         """Every `LAYER_RETRY_SECONDS` while the layer is lost: join every group again once it answers, publish

@@ -1,19 +1,70 @@
 """A process's hub keeps what it needs, within bounds: shared renders in a byte budget, nothing per room or user that
-only grows."""
+only grows, background work whose Redis round trips do not grow with the number of groups."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import Iterator
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
+from redis.asyncio.connection import AbstractConnection
 
 from accounts.models import User
-from chat import selectors
-from chat.hub import CachedLog, hub, online
+from chat import broadcasts, presence, selectors
+from chat.events import Event, Fragment, LayerBack, TypingNoticed
+from chat.hub import CachedLog, hub, hubs_stop, online
 from chat.hub.online import LoggedMessage, SharedRenders
 from chat.models import Room
 from chat.tests.conftest import joined
+from chat.transport import Frame
+from tests.support.servers import RedisServer
+
+
+class Page:
+    """A socket as the hub sees it (chat.hub.subscriptions.Socket), recording what it is given."""
+
+    session_ended = False
+    grant = None
+
+    def __init__(self, user_id: int = 1, *, listed: set[int] | None = None, catch_up_seconds: float = 0.0) -> None:
+        self.user = User(pk=user_id, username=f"user{user_id}")
+        self.listed = listed or set()
+        self.catch_up_seconds = catch_up_seconds
+        self.held: list[Event] | None = None
+        self.frames: list[str] = []
+        self.events: list[Event] = []
+        self.asked = 0
+        self.caught_up = False
+
+    def frame_for(self, event: Fragment) -> Frame | None:
+        self.asked += 1
+        if self.held is not None:
+            self.held.append(event)
+            return None
+        return event.frame()
+
+    def sidebar_frames(self, event: Event) -> list[Frame]:
+        return []
+
+    async def deliver(self, frame: Frame) -> None:
+        self.frames.append(frame.text)
+
+    async def hub_event(self, event: Event) -> None:
+        self.events.append(event)
+        if isinstance(event, LayerBack):  # as HubConsumer.send_snapshot: live events held while it is made
+            self.held = []
+            await asyncio.sleep(self.catch_up_seconds)
+            held, self.held = self.held, None
+            self.caught_up = True
+            for fragment in held:
+                await self.deliver(fragment.frame())
+
+    async def revoke(self, code: int) -> None:
+        self.session_ended = True
 
 
 def lobby(room_id: int = 1) -> Room:
@@ -81,3 +132,99 @@ async def test_usernames_stay_bounded_however_many_users_come_and_go(monkeypatch
         await hub().presence_leave(lobby(), user)
     assert len(hub().usernames) == 10
     assert set(hub().usernames) == set(range(30, 40))  # the most recent
+
+
+# The heartbeat against a Redis of its own (counting what reaches it).
+
+
+@pytest.fixture
+def private_redis(request: pytest.FixtureRequest, settings) -> Iterator[str]:
+    """A redis-server of the test's own, holding the channel layer and presence; group memberships expire after
+    the test's `group_expiry` mark's seconds (2 by default)."""
+    mark = request.node.get_closest_marker("group_expiry")
+    with RedisServer() as server:
+        settings.REDIS_URL = server.url
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [server.url],
+                    "prefix": f"test-{uuid.uuid4().hex[:8]}",
+                    "group_expiry": mark.args[0] if mark else 2,
+                },
+            }
+        }
+        presence.store_reset()
+        yield server.url
+        presence.store_reset()
+
+
+async def hub_of_rooms(rooms: int) -> tuple[object, list[Page]]:
+    """This process's hub with a page in each of `rooms` rooms, each page in four groups (as a room page is: the
+    room's, its user's, its session's, a sidebar's), and each user counted online in their room."""
+    the_hub = hub()
+    the_hub.channel = await the_hub.layer.new_channel(prefix="hub")  # no background tasks: nothing else talks
+    pages = [Page(user_id) for user_id in range(1, rooms + 1)]
+    for page in pages:
+        room_id = page.user.pk
+        groups = [f"chat_{room_id}", f"user_{room_id}", f"session_{room_id}", f"sidebar_{room_id}"]
+        await the_hub.join(page, groups)
+        the_hub.connections[(room_id, page.user.pk)] += 1
+    return the_hub, pages
+
+
+class Sends:
+    """Counts the writes of Redis commands (one per command or per pipeline): the round trips."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        sent = AbstractConnection.send_packed_command
+
+        async def counted(connection: AbstractConnection, *args: object, **kwargs: object) -> None:
+            self.count += 1
+            await sent(connection, *args, **kwargs)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+
+
+@pytest.mark.redis
+@pytest.mark.group_expiry(60)
+async def test_a_heartbeat_makes_as_many_round_trips_for_400_rooms_as_for_4_and_renews_no_fresh_group(
+    private_redis, monkeypatch
+):
+    sends = Sends(monkeypatch)
+    round_trips = {}
+    for rooms in (4, 400):
+        presence.store_reset()
+        the_hub, _ = await hub_of_rooms(rooms)
+        await the_hub.heartbeat()  # connections made
+        sent, calls_before = sends.count, redis.Redis.from_url(private_redis).info("commandstats")
+        await the_hub.heartbeat()
+        round_trips[rooms] = sends.count - sent
+        calls = redis.Redis.from_url(private_redis).info("commandstats")
+        # Group memberships of 60 s are renewed after 30 s: none was due, none was added again.
+        assert calls["cmdstat_zadd"]["calls"] - calls_before["cmdstat_zadd"]["calls"] == 2 * rooms  # presence's
+        assert calls.get("cmdstat_expire") == calls_before.get("cmdstat_expire")  # a group's EXPIRE
+        await hubs_stop()
+    assert round_trips[4] == round_trips[400] <= 2  # presence: its refresh and its sweep, one pipeline each
+
+
+@pytest.mark.redis
+async def test_a_group_whose_membership_would_expire_is_added_again_and_keeps_hearing_its_events(
+    private_redis, settings
+):
+    settings.CHAT_PRESENCE_HEARTBEAT = 0.25
+    the_hub = hub()
+    page = Page(1)
+    await the_hub.join(page, ["chat_1"])  # starts the hub's tasks
+    added = the_hub.group_added_at["chat_1"]
+
+    await asyncio.sleep(3.2)  # past the membership's 2 s
+
+    assert the_hub.group_added_at["chat_1"] > added
+    await broadcasts.send(TypingNoticed(html='<p id="typing">still here</p>', typist_id=99), "chat_1")
+    async with asyncio.timeout(3):
+        while not page.frames:
+            await asyncio.sleep(0.02)
+    assert page.frames == ['<p id="typing">still here</p>']
+    assert time.time() - added > 2
