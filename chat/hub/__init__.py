@@ -164,11 +164,12 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 logger.exception("heartbeat failed; retrying")
 
     async def stop(self) -> None:
-        for task in [*self.tasks, *([self.telling] if self.telling else [])]:
+        for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(BaseException):  # cancelled
                 await task
+        await self.background_stop()
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
@@ -189,6 +190,7 @@ async def hubs_stop() -> None:
         if loop is asyncio.get_running_loop():
             await found.stop()
         else:
-            for task in found.tasks:
-                task.cancel()
+            for task in [*found.tasks, found.telling, found.catching_up]:
+                if task is not None:
+                    task.cancel()
     _hubs.clear()

@@ -1,10 +1,12 @@
 """Recovery after an outage of the channel layer: say so to every socket, join every group again once the layer
-answers, publish the security events that could not go out, and let every page catch up. And the heartbeat: presence
-kept alive, group memberships renewed before the layer lets them expire."""
+answers, publish the security events that could not go out, and let every page catch up, a few at a time in the
+background while live events keep flowing. And the heartbeat: presence kept alive, group memberships renewed before
+the layer lets them expire."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -19,6 +21,9 @@ logger = logging.getLogger(__name__)
 LAYER_RETRY_SECONDS = 2.0
 # Groups added to the layer per round trip (a pipeline per Redis shard).
 GROUPS_ADD_BATCH = 1_000
+# After an outage, pages catch up this many at a time (their snapshots share one database thread); the loop
+# delivers live events between batches.
+CATCH_UP_BATCH = 10
 
 
 class Recovery(PresenceTicker):
@@ -26,7 +31,9 @@ class Recovery(PresenceTicker):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        # The one task telling every socket the layer is lost, and the one letting them catch up after it.
         self.telling: asyncio.Task | None = None
+        self.catching_up: asyncio.Task | None = None
         self.lost_at = 0.0
 
     def layer_lost(self, error: Exception | None) -> None:
@@ -35,12 +42,29 @@ class Recovery(PresenceTicker):
         self.up = False
         self.lost_at = asyncio.get_running_loop().time()
         logger.warning("channel layer unavailable", extra={"reason": type(error).__name__ if error else None})
+        if self.catching_up is not None:  # its pages are told again when the layer is back
+            self.catching_up.cancel()
         # A task, not an await: this is called from the middle of a join, a publish or the receive loop.
         self.telling = asyncio.get_running_loop().create_task(self.tell_every_socket(LayerLost()))
 
+    def sockets(self) -> set:
+        return {socket for members in self.members.values() for socket in members}
+
     async def tell_every_socket(self, event: Event) -> None:
-        for socket in {socket for members in self.members.values() for socket in members}:
+        for socket in self.sockets():
             await socket.hub_event(event)
+
+    async def catch_up(self) -> None:
+        """Every page makes its snapshot again, a batch at a time: a page's live events are held only while its own
+        snapshot is made (HubConsumer.send_snapshot), the others' keep coming."""
+        sockets = list(self.sockets())
+        for start in range(0, len(sockets), CATCH_UP_BATCH):
+            batch = [socket for socket in sockets[start : start + CATCH_UP_BATCH] if not socket.session_ended]
+            snapshots = (socket.hub_event(LayerBack()) for socket in batch)
+            for result in await asyncio.gather(*snapshots, return_exceptions=True):
+                if isinstance(result, Exception):
+                    logger.error("page not caught up", exc_info=result)
+            await asyncio.sleep(0)
 
     async def groups_add(self, *, due_only: bool = False) -> Exception | None:
         """Join every group of this process's sockets again (`due_only`: those whose membership is half way to
@@ -73,7 +97,7 @@ class Recovery(PresenceTicker):
 
     async def recover(self) -> None:
         """Every `LAYER_RETRY_SECONDS` while the layer is lost: join every group again once it answers, publish
-        what could not go out, then let every socket catch up."""
+        what could not go out, then let every socket catch up (in the background)."""
         now = asyncio.get_running_loop().time()
         if now - self.lost_at < LAYER_RETRY_SECONDS:
             return
@@ -87,7 +111,9 @@ class Recovery(PresenceTicker):
         self.views_forget()
         self.recheck_soon()
         logger.info("channel layer back")
-        await self.tell_every_socket(LayerBack())
+        if self.catching_up is not None:
+            self.catching_up.cancel()
+        self.catching_up = asyncio.get_running_loop().create_task(self.catch_up())
 
     async def undelivered_publish(self) -> bool:
         """Publish again the security events whose publish failed (chat.broadcasts); whether they all went.
@@ -101,3 +127,10 @@ class Recovery(PresenceTicker):
         if not delivered:
             self.layer_lost(None)
         return delivered
+
+    async def background_stop(self) -> None:
+        for task in (self.telling, self.catching_up):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):  # cancelled
+                    await task

@@ -1,5 +1,6 @@
 """A process's hub keeps what it needs, within bounds: shared renders in a byte budget, nothing per room or user that
-only grows, background work whose Redis round trips do not grow with the number of groups."""
+only grows, background work whose Redis round trips do not grow with the number of groups, and catching up after an
+outage without holding live events back."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from chat import broadcasts, presence, selectors
 from chat.events import Event, Fragment, LayerBack, TypingNoticed
 from chat.hub import CachedLog, hub, hubs_stop, online
 from chat.hub.online import LoggedMessage, SharedRenders
+from chat.hub.recovery import LAYER_RETRY_SECONDS
 from chat.models import Room
 from chat.tests.conftest import joined
 from chat.transport import Frame
@@ -132,6 +134,60 @@ async def test_usernames_stay_bounded_however_many_users_come_and_go(monkeypatch
         await hub().presence_leave(lobby(), user)
     assert len(hub().usernames) == 10
     assert set(hub().usernames) == set(range(30, 40))  # the most recent
+
+
+async def test_joins_leaves_and_outages_leave_nothing_behind_in_the_hub():
+    the_hub = hub()
+    for round_ in range(5):
+        pages = [Page(user_id) for user_id in range(1, 4)]
+        for page in pages:
+            the_hub.room(lobby(round_))
+            await the_hub.join(page, [lobby(round_).group_name, f"user_{page.user.pk}"])
+            await the_hub.presence_join(lobby(round_), page.user)
+        the_hub.layer_lost(None)
+        the_hub.lost_at -= LAYER_RETRY_SECONDS
+        await the_hub.recover()
+        for page in pages:
+            await the_hub.presence_leave(lobby(round_), page.user)
+            await the_hub.leave(page, [lobby(round_).group_name, f"user_{page.user.pk}"])
+        await the_hub.announce()
+
+    assert len(the_hub.tasks) == 3  # receiving, the presence tick, the heartbeat: not one more per outage
+    assert the_hub.catching_up is not None
+    assert the_hub.telling is not None
+    assert the_hub.rooms == {}
+    assert the_hub.room_of_group == {}
+    assert dict(the_hub.members) == {}
+    assert the_hub.group_added_at == {}
+    assert dict(the_hub.connections) == {}
+    assert the_hub.present == {}
+    assert the_hub.presence_turns == {}
+    assert the_hub.renders.bytes == 0
+
+
+async def test_after_an_outage_live_events_reach_pages_while_the_others_still_catch_up():
+    the_hub = hub()
+    pages = [Page(user_id, catch_up_seconds=0.1) for user_id in range(1, 31)]
+    for page in pages:
+        await the_hub.join(page, ["chat_1"])
+    the_hub.layer_lost(None)
+    the_hub.lost_at -= LAYER_RETRY_SECONDS
+
+    # Thirty snapshots of 0.1 s one after another would take 3 s: recovery does not wait for them.
+    await asyncio.wait_for(the_hub.recover(), timeout=1)
+    assert the_hub.up
+    await broadcasts.send(TypingNoticed(html='<p id="typing">someone</p>', typist_id=99), "chat_1")
+    async with asyncio.timeout(5):
+        while not any(page.frames for page in pages):
+            await asyncio.sleep(0.01)
+    assert not all(page.caught_up for page in pages)  # delivered while others still catch up
+
+    # Every page catches up, and the ones that were catching up get the event after their snapshot.
+    async with asyncio.timeout(5):
+        while not all(page.caught_up for page in pages):
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    assert all(page.frames == ['<p id="typing">someone</p>'] for page in pages)
 
 
 # The heartbeat against a Redis of its own (counting what reaches it).
