@@ -99,8 +99,13 @@ class Hub(Recovery, DirectoryDesk, Recheck):
             case MessageAppended() | MessageReplaced() | MessagesRemoved():
                 self.log_changed(group)
                 await self.fan_out(group, event)
-            case TypingNoticed() | RoomListed() | RoomUnlisted() | RoomOnlineCounted() | MentionFlagged():
+            case TypingNoticed() | RoomListed() | MentionFlagged():
                 await self.fan_out(group, event)
+            case RoomUnlisted():
+                self.directory_count_drop(event.room_id)  # a count gathered before must not follow it
+                await self.fan_out(group, event)
+            case RoomOnlineCounted():
+                self.directory_count_note(event)
             case PresenceChanged():
                 await self.presence_apply(group, event)
             case RoomNews():
@@ -140,6 +145,7 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 if self.up:
                     await self.undelivered_publish()
                 await self.announce()
+                await self.directory_counts_announce()
                 if loop.time() >= next_directory:
                     next_directory = loop.time() + DIRECTORY_TICK_SECONDS
                     await self.directory_announce()

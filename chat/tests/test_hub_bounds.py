@@ -16,7 +16,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from accounts.models import User
 from chat import broadcasts, presence, selectors
-from chat.events import Event, Fragment, LayerBack, TypingNoticed
+from chat.events import Event, Fragment, LayerBack, RoomOnlineCounted, TypingNoticed
+from chat.groups import DIRECTORY_GROUP
 from chat.hub import CachedLog, hub, hubs_stop, online
 from chat.hub.online import LoggedMessage, SharedRenders
 from chat.hub.recovery import LAYER_RETRY_SECONDS
@@ -188,6 +189,23 @@ async def test_after_an_outage_live_events_reach_pages_while_the_others_still_ca
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.1)
     assert all(page.frames == ['<p id="typing">someone</p>'] for page in pages)
+
+
+async def test_a_directory_hears_one_online_count_per_room_per_tick_and_only_of_rooms_it_lists():
+    the_hub = hub()
+    lists_room_1, lists_room_2 = Page(1, listed={1}), Page(2, listed={2})
+    for page in (lists_room_1, lists_room_2):
+        await the_hub.join(page, [DIRECTORY_GROUP])
+
+    for count in (3, 4, 5):  # from three processes, or three ticks of one, between two ticks here
+        event = RoomOnlineCounted(room_id=1, html=f'<span id="online-1">{count}</span>')
+        await the_hub.dispatch(DIRECTORY_GROUP, event)
+    assert lists_room_1.frames == []
+    await the_hub.directory_counts_announce()
+
+    assert lists_room_1.frames == ['<span id="online-1">5</span>']
+    assert lists_room_2.frames == []
+    assert lists_room_2.asked == 0
 
 
 # The heartbeat against a Redis of its own (counting what reaches it).
