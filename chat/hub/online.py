@@ -51,7 +51,8 @@ class CachedLog:
     # Not the model instances (with their authors and mentions, ~10 KiB each): a page that needs its own render
     # (whispers, an unread divider) reads the room's messages again.
     messages: list[LoggedMessage]
-    html: str
+    # UTF-8: as a str, the reaction pickers' emoji make Python keep four bytes a character.
+    html_utf8: bytes
     # Until when (the loop's clock) it may be reused: a message still in its edit window shows the minutes it has
     # left, which go stale within a minute; otherwise until the room changes.
     fresh_until: float = float("inf")
@@ -59,11 +60,15 @@ class CachedLog:
     @classmethod
     def rendered(cls, *, version: int, messages: Iterable[Message], html: str) -> CachedLog:
         logged = [LoggedMessage(m.pk, m.author_id, m.is_private) for m in messages]
-        return cls(version=version, messages=logged, html=html)
+        return cls(version=version, messages=logged, html_utf8=html.encode())
+
+    @property
+    def html(self) -> str:
+        return self.html_utf8.decode()
 
     def nbytes(self) -> int:
         """About what it holds in memory (a message's entry: the tuple and its id)."""
-        return sys.getsizeof(self.html) + sys.getsizeof(self.messages) + len(self.messages) * 96
+        return sys.getsizeof(self.html_utf8) + sys.getsizeof(self.messages) + len(self.messages) * 96
 
 
 class SharedRenders:

@@ -21,7 +21,7 @@ from chat.groups import DIRECTORY_GROUP
 from chat.hub import CachedLog, hub, hubs_stop, online
 from chat.hub.online import LoggedMessage, SharedRenders
 from chat.hub.recovery import LAYER_RETRY_SECONDS
-from chat.models import Room
+from chat.models import Message, Room
 from chat.tests.conftest import joined
 from chat.transport import Frame
 from tests.support.servers import RedisServer
@@ -91,9 +91,12 @@ def test_shared_renders_stay_within_their_byte_budget_and_evict_the_least_recent
     assert renders.bytes == 400
 
 
-def test_a_shared_log_keeps_ids_and_authors_not_model_instances():
-    log = CachedLog(version=1, messages=[LoggedMessage(5, 2, False)], html="<ol></ol>")
+def test_a_shared_log_keeps_ids_and_authors_not_model_instances_and_its_html_as_utf8():
+    messages = [Message(pk=5, author_id=2, body="hello 👍", room_id=1)]
+    log = CachedLog.rendered(version=1, messages=messages, html="<ol><li>hello 👍</li></ol>")
+    assert log.messages == [LoggedMessage(5, 2, False)]
     assert selectors.unread_divider_id(messages=log.messages, last_read_id=4, user=User(pk=3)) == 5
+    assert log.html == "<ol><li>hello 👍</li></ol>"
     assert log.nbytes() < 1_000
 
 
