@@ -3,11 +3,11 @@
 A membership lasts the layer's `group_expiry` (24 h by default) from when it was added: channels-redis scores each
 channel in a group's sorted set with the time it was added and drops those older than that when it sends; the
 in-memory layer does the same. A hub renews each of its groups once half of that has passed, not every heartbeat,
-and renews many in one round trip per Redis shard instead of two round trips each (`group_add`: a ZADD, then an
-EXPIRE). The layer's own `group_add` has no form for many groups, so this takes private parts of channels-redis:
-that access sits in `redis_groups_add` below, whose docstring names the pinned version it was checked against;
-chat/tests/test_layer_groups.py runs it against a real Redis and fails when the installed version differs from
-requirements/base.txt or changes its shape.
+and renews many in one round trip per Redis shard (one script) instead of two round trips each (`group_add`: a
+ZADD, then an EXPIRE). The layer's own `group_add` has no form for many groups, so this takes private parts of
+channels-redis: that access sits in `redis_groups_add` below, whose docstring names the pinned version it was
+checked against; chat/tests/test_layer_groups.py runs it against a real Redis and fails when the installed version
+differs from requirements/base.txt or changes its shape.
 """
 
 from __future__ import annotations
@@ -34,21 +34,26 @@ async def groups_add(layer: object, groups: Sequence[str], channel: str) -> None
         await layer.group_add(group, channel)
 
 
+# KEYS: the groups' keys. ARGV: the channel, its score (now), the keys' expiry in seconds. What group_add does, each.
+_GROUPS_ADD = """
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return #KEYS
+"""
+
+
 async def redis_groups_add(layer: RedisChannelLayer, groups: Sequence[str], channel: str) -> None:
-    """What `group_add` does for each group, pipelined per shard.
+    """What `group_add` does for each group, in one script per shard.
 
     Private to channels-redis, checked against channels-redis 4.3.0: `RedisChannelLayer.group_add` picks the shard
     with `consistent_hash(group)` and its client with `connection(index)`, names the group's key `_group_key(group)`,
     then ZADDs the channel scored with `time.time()` and EXPIREs the key after `group_expiry` seconds.
     """
-    by_shard: dict[int, list[str]] = defaultdict(list)
+    by_shard: dict[int, list[bytes]] = defaultdict(list)
     for group in groups:
-        by_shard[layer.consistent_hash(group)].append(group)
+        by_shard[layer.consistent_hash(group)].append(layer._group_key(group))
     now = time.time()
-    for index, shard_groups in by_shard.items():
-        pipe = layer.connection(index).pipeline(transaction=False)
-        for group in shard_groups:
-            key = layer._group_key(group)
-            pipe.zadd(key, {channel: now})
-            pipe.expire(key, layer.group_expiry)
-        await pipe.execute()
+    for index, keys in by_shard.items():
+        await layer.connection(index).eval(_GROUPS_ADD, len(keys), *keys, channel, now, layer.group_expiry)

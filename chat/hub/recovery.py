@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 # While the channel layer does not answer, the hub tries to join its groups again this often (seconds).
 LAYER_RETRY_SECONDS = 2.0
-# Groups added to the layer per round trip (a pipeline per Redis shard).
+# Groups added to the layer per round trip (a script per Redis shard).
 GROUPS_ADD_BATCH = 1_000
 # After an outage, pages catch up this many at a time (their snapshots share one database thread); the loop
 # delivers live events between batches.
