@@ -7,9 +7,11 @@ socket in turn, in one task (docs/performance.md).
 
 The hub's jobs, each in a module of its own:
 - `subscriptions`: the groups and the fan-out of frames to local sockets;
-- `online`: the presence ticker, and what a room's local sockets share (online list, recent log);
-- `directory`: the news of listed rooms, told to the directories once a tick;
-- `recovery`: what happens when the channel layer stops answering and when it comes back;
+- `online`: the presence ticker, and what a room's local sockets share (online list, recent log), within a budget
+  of bytes;
+- `directory`: the news of listed rooms and their online counts, told to the directories once a tick;
+- `recovery`: what happens when the channel layer stops answering and when it comes back (pages catch up in the
+  background), and the heartbeat (presence, group memberships renewed when due), a task of its own;
 - `recheck`: sockets fail closed, their sessions and access checked again in a batch.
 `Hub` below joins them, receives the events and dispatches each on its type.
 """
