@@ -75,6 +75,10 @@ class Recovery(PresenceTicker):
             if renewal is None:
                 return None
             groups = [group for group in self.members if self.group_added_at.get(group, 0.0) <= now - renewal]
+            if not groups and self.group_added_at:
+                # At least the oldest, every heartbeat: it also tells whether the layer still answers (a partition
+                # drops packets; nothing else may notice it).
+                groups = [min(self.group_added_at, key=self.group_added_at.__getitem__)]
         else:
             groups = list(self.members)
         try:
