@@ -25,27 +25,30 @@ def group_renewal_seconds(layer: object) -> float | None:
     return expiry / 2 if expiry else None
 
 
-async def groups_add(layer: object, groups: Sequence[str], channel: str) -> None:
-    """Add the channel to every group: one round trip per shard on the Redis core layer, else one add each."""
+async def groups_add(layer: object, groups: Sequence[str], channel: str) -> int:
+    """Add the channel to every group: one round trip per shard on the Redis core layer, else one add each. How
+    many of these memberships the layer did not have (0 where the layer cannot say)."""
     if isinstance(layer, RedisChannelLayer):
-        await redis_groups_add(layer, groups, channel)
-        return
+        return await redis_groups_add(layer, groups, channel)
     for group in groups:
         await layer.group_add(group, channel)
+    return 0
 
 
 # KEYS: the groups' keys. ARGV: the channel, its score (now), the keys' expiry in seconds. What group_add does, each.
+# Returns how many of the memberships were not there.
 _GROUPS_ADD = """
+local missing = 0
 for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+  missing = missing + redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
   redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
-return #KEYS
+return missing
 """
 
 
-async def redis_groups_add(layer: RedisChannelLayer, groups: Sequence[str], channel: str) -> None:
-    """What `group_add` does for each group, in one script per shard.
+async def redis_groups_add(layer: RedisChannelLayer, groups: Sequence[str], channel: str) -> int:
+    """What `group_add` does for each group, in one script per shard; how many memberships were not there.
 
     Private to channels-redis, checked against channels-redis 4.3.0: `RedisChannelLayer.group_add` picks the shard
     with `consistent_hash(group)` and its client with `connection(index)`, names the group's key `_group_key(group)`,
@@ -55,5 +58,7 @@ async def redis_groups_add(layer: RedisChannelLayer, groups: Sequence[str], chan
     for group in groups:
         by_shard[layer.consistent_hash(group)].append(layer._group_key(group))
     now = time.time()
+    missing = 0
     for index, keys in by_shard.items():
-        await layer.connection(index).eval(_GROUPS_ADD, len(keys), *keys, channel, now, layer.group_expiry)
+        missing += await layer.connection(index).eval(_GROUPS_ADD, len(keys), *keys, channel, now, layer.group_expiry)
+    return missing

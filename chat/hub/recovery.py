@@ -26,6 +26,11 @@ GROUPS_ADD_BATCH = 1_000
 CATCH_UP_BATCH = 10
 
 
+class MembershipsLost(Exception):
+    """The layer no longer had group memberships this process holds and had not let expire: its data went (Redis
+    restarted or was emptied), and events were missed."""
+
+
 class Recovery(PresenceTicker):
     """Whether this process's layer answers, and what is done when it stops and when it comes back."""
 
@@ -77,20 +82,23 @@ class Recovery(PresenceTicker):
             groups = [group for group in self.members if self.group_added_at.get(group, 0.0) <= now - renewal]
             if not groups and self.group_added_at:
                 # At least the oldest, every heartbeat: it also tells whether the layer still answers (a partition
-                # drops packets; nothing else may notice it).
+                # drops packets; nothing else may notice it) and still has this process's memberships.
                 groups = [min(self.group_added_at, key=self.group_added_at.__getitem__)]
         else:
             groups = list(self.members)
+        missing = 0
         try:
             for start in range(0, len(groups), GROUPS_ADD_BATCH):
                 batch = groups[start : start + GROUPS_ADD_BATCH]
                 async with asyncio.timeout(broadcasts.LAYER_TIMEOUT_SECONDS):
-                    await groups_add(self.layer, batch, self.channel)
+                    missing += await groups_add(self.layer, batch, self.channel)
                 for group in batch:
                     if group in self.members:  # not left meanwhile
                         self.group_added_at[group] = now
         except Exception as error:  # the layer's errors depend on its backend; a timeout is a partition
             return error
+        if due_only and missing:  # renewed before they could expire: they were lost, with what was sent to them
+            return MembershipsLost(missing)
         return None
 
     async def heartbeat(self) -> None:

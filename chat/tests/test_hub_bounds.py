@@ -322,3 +322,22 @@ async def test_a_heartbeat_notices_a_layer_that_stopped_answering(monkeypatch):
     await the_hub.heartbeat()
 
     assert not the_hub.up
+
+
+@pytest.mark.redis
+@pytest.mark.group_expiry(60)
+async def test_a_heartbeat_notices_memberships_the_layer_lost_and_recovers_them(private_redis):
+    """Redis restarted, or was emptied, without the hub's connection failing: its memberships must not stay lost for
+    the 12 hours until they are due."""
+    the_hub = hub()
+    await the_hub.join(Page(1), ["chat_1"])
+    layer = the_hub.layer
+    await layer.connection(0).delete(layer._group_key("chat_1"))
+
+    await the_hub.heartbeat()
+    assert not the_hub.up
+    the_hub.lost_at -= LAYER_RETRY_SECONDS
+    await the_hub.recover()
+
+    assert the_hub.up
+    assert await layer.connection(0).zscore(layer._group_key("chat_1"), the_hub.channel) is not None

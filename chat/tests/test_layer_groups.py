@@ -27,12 +27,13 @@ def test_the_installed_channels_redis_is_the_version_its_private_parts_were_chec
     assert version("channels-redis") == pinned("channels-redis") == "4.3.0"
 
 
-async def test_groups_added_at_once_hear_what_is_sent_to_them_and_expire_as_group_add_sets_them():
+async def test_groups_added_at_once_hear_what_is_sent_to_them_expire_as_group_add_sets_them_and_say_which_were_new():
     layer = RedisChannelLayer(hosts=[redis_url_or_skip()], prefix=f"test-{uuid.uuid4().hex[:8]}")
     channel = await layer.new_channel(prefix="hub")
     groups = [f"chat_{number}" for number in range(50)]
 
-    await groups_add(layer, groups, channel)
+    assert await groups_add(layer, groups, channel) == 50  # none was there
+    assert await groups_add(layer, groups[:10], channel) == 0  # renewed
 
     await layer.group_send("chat_49", {"type": "chat.message", "text": "to the last group"})
     assert (await asyncio.wait_for(layer.receive(channel), 2))["text"] == "to the last group"
