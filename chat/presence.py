@@ -57,19 +57,44 @@ end
 return 0
 """
 
-# KEYS: room set. ARGV: now, the prefix of (room, user) keys. Returns the users whose every entry expired.
+# The heartbeat's scripts take many rooms at once (a batch each, all batches in one pipeline): one round trip per
+# heartbeat, however many rooms. Keys are made from the prefix as room_key and pair_key make them.
+
+# ARGV: now, prefix, then room ids. Returns room, user, room, user, ...: the users whose every entry expired.
 _SWEEP = """
-local gone = {}
-for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
-  local key = ARGV[2] .. user
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
-  if redis.call('ZCARD', key) == 0 then
-    redis.call('ZREM', KEYS[1], user)
-    table.insert(gone, user)
+local now, prefix, gone = ARGV[1], ARGV[2], {}
+for i = 3, #ARGV do
+  local room = prefix .. ':' .. ARGV[i]
+  for _, user in ipairs(redis.call('ZRANGEBYSCORE', room, '-inf', now)) do
+    local key = room .. ':' .. user
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) == 0 then
+      redis.call('ZREM', room, user)
+      table.insert(gone, ARGV[i])
+      table.insert(gone, user)
+    end
   end
 end
 return gone
 """
+
+# ARGV: expiry, server, the room sets' TTL in ms, prefix, then room id, user id, room id, user id, ...
+_REFRESH = """
+local expiry, server, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local at = math.floor(tonumber(expiry) * 1000)
+for i = 5, #ARGV, 2 do
+  local room = prefix .. ':' .. ARGV[i]
+  local pair = room .. ':' .. ARGV[i + 1]
+  redis.call('ZADD', pair, expiry, server)
+  redis.call('PEXPIREAT', pair, at)
+  redis.call('ZADD', room, 'GT', expiry, ARGV[i + 1])
+  redis.call('PEXPIRE', room, ttl)
+end
+return 0
+"""
+
+# Rooms or (room, user) entries per script: each script holds Redis for a few milliseconds at most.
+HEARTBEAT_BATCH = 1_000
 
 
 class MemoryPresence:
@@ -212,16 +237,15 @@ class RedisPresence:
             return len(self.local.get(room_id, ()))
 
     async def refresh(self, *, pairs: set[tuple[int, int]]) -> None:
-        """Extend this process's entries; after an outage this also puts them back."""
-        now = time.time()
-        expiry = self.expiry(now)
+        """Extend this process's entries; after an outage this also puts them back. One round trip."""
+        if not pairs:
+            return
+        expiry = self.expiry(time.time())
         pipe = self.aio.pipeline(transaction=False)
-        for room_id, user_id in pairs:
-            pair = self.pair_key(room_id, user_id)
-            pipe.zadd(pair, {self.server: expiry})
-            pipe.pexpireat(pair, int(expiry * 1000))
-            pipe.zadd(self.room_key(room_id), {str(user_id): expiry}, gt=True)
-            pipe.pexpire(self.room_key(room_id), self.ttl_ms())
+        ordered = list(pairs)
+        for start in range(0, len(ordered), HEARTBEAT_BATCH):
+            args = [item for pair in ordered[start : start + HEARTBEAT_BATCH] for item in pair]
+            pipe.eval(_REFRESH, 0, expiry, self.server, self.ttl_ms(), self.prefix, *args)
         try:
             await pipe.execute()
         except redis.RedisError as error:
@@ -230,17 +254,25 @@ class RedisPresence:
         self.came_back()
 
     async def sweep(self, *, room_ids: set[int]) -> dict[int, set[int]]:
-        """The users of these rooms whose every process stopped refreshing them (it died), now removed."""
-        gone: dict[int, set[int]] = {}
+        """The users of these rooms whose every process stopped refreshing them (it died), now removed. One round
+        trip."""
+        if not room_ids:
+            return {}
+        now = time.time()
+        pipe = self.aio.pipeline(transaction=False)
+        ordered = list(room_ids)
+        for start in range(0, len(ordered), HEARTBEAT_BATCH):
+            pipe.eval(_SWEEP, 0, now, self.prefix, *ordered[start : start + HEARTBEAT_BATCH])
         try:
-            for room_id in room_ids:
-                users = await self.aio.eval(_SWEEP, 1, self.room_key(room_id), time.time(), self.pair_key(room_id, ""))
-                if users:
-                    gone[room_id] = {int(user) for user in users}
+            results = await pipe.execute()
         except redis.RedisError as error:
             self.went_down(error)
             return {}
-        return gone
+        gone: dict[int, set[int]] = defaultdict(set)
+        for flat in results:
+            for room, user in zip(flat[::2], flat[1::2], strict=True):
+                gone[int(room)].add(int(user))
+        return dict(gone)
 
     def counts(self, *, room_ids: list[int]) -> dict[int, int]:
         """People online per room, for a page (synchronous)."""

@@ -373,6 +373,9 @@ CHAT_SOCKET_BACKLOG_BYTES = int(os.environ.get("CHAT_SOCKET_BACKLOG_BYTES", str(
 # Every so many seconds each process checks its sockets' sessions and access again, and closes those that lost
 # them, whether or not the notice arrived (chat.hub.recheck); also at once when the channel layer comes back.
 CHAT_SOCKET_RECHECK_SECONDS = float(os.environ.get("CHAT_SOCKET_RECHECK_SECONDS", "30"))
+# Bytes of rendered recent logs and online lists a process keeps for its rooms' sockets to share (least recently
+# used first out; a room with one socket here keeps none): chat.hub.online.
+CHAT_LOG_CACHE_BYTES = int(os.environ.get("CHAT_LOG_CACHE_BYTES", str(64 * 1024 * 1024)))
 CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "15"))
 CHAT_PRESENCE_TIMEOUT = float(os.environ.get("CHAT_PRESENCE_TIMEOUT", "45"))
 

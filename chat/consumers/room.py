@@ -213,23 +213,23 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             thread_html = await database_sync_to_async(self.thread_render)()
             return thread_html + online_html + status + fragments.connection(state="live")
         version = state.log_version
-        log = state.log
-        fresh = log is not None and log.version == version and time.monotonic() < log.fresh_until
+        log = hub().log_cached(state)
+        fresh = log is not None and time.monotonic() < log.fresh_until
         cached = log if fresh else None
         log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
-        if fresh is not None and state.log_version == version:
-            state.log = fresh
+        if fresh is not None:
+            hub().log_keep(state, fresh)
         return log_html + online_html + status + fragments.connection(state="live")
 
     def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
         """This page's log and sidebar: the room's shared log, unless whispers or an unread divider make it its own."""
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
         self.room.refresh_from_db(fields=["read_only"])
-        fresh = None
+        fresh = room_messages = None
         if cached is None:
             room_messages = selectors.room_messages_recent(room=self.room)
             html = fragments.message_log(room=self.room, messages=room_messages)
-            cached = fresh = CachedLog(version=version, messages=room_messages, html=html)
+            cached = fresh = CachedLog.rendered(version=version, messages=room_messages, html=html)
             window = timedelta(seconds=settings.CHAT_EDIT_WINDOW_SECONDS)
             if room_messages and timezone.now() - room_messages[-1].created_at < window:
                 fresh.fresh_until = time.monotonic() + LOG_EDIT_MINUTES_FRESH_SECONDS
@@ -243,12 +243,17 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         sidebar_html = self.sidebar_render()
         # A room page shows the user's direct messages among the room's, as whispers.
         private = [] if self.room.is_direct else selectors.private_messages_recent(user=self.user)
-        messages = selectors.messages_merged(cached.messages, private)
+        # The shared log keeps no model instances: a page that needs its own render reads them again (below).
+        messages = selectors.messages_merged(cached.messages if room_messages is None else room_messages, private)
         # Live messages already in this log are not forwarded again (a message may land in between).
         last_id = messages[-1].pk if messages else 0
         divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
         if divider_id is None and not private:
             return cached.html + sidebar_html, last_id, fresh
+        if room_messages is None:
+            messages = selectors.messages_merged(selectors.room_messages_recent(room=self.room), private)
+            last_id = messages[-1].pk if messages else 0
+            divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
         log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id)
         return log_html + sidebar_html, last_id, fresh
 

@@ -7,9 +7,11 @@ socket in turn, in one task (docs/performance.md).
 
 The hub's jobs, each in a module of its own:
 - `subscriptions`: the groups and the fan-out of frames to local sockets;
-- `online`: the presence ticker, and what a room's local sockets share (online list, recent log);
-- `directory`: the news of listed rooms, told to the directories once a tick;
-- `recovery`: what happens when the channel layer stops answering and when it comes back;
+- `online`: the presence ticker, and what a room's local sockets share (online list, recent log), within a budget
+  of bytes;
+- `directory`: the news of listed rooms and their online counts, told to the directories once a tick;
+- `recovery`: what happens when the channel layer stops answering and when it comes back (pages catch up in the
+  background), and the heartbeat (presence, group memberships renewed when due), a task of its own;
 - `recheck`: sockets fail closed, their sessions and access checked again in a batch.
 `Hub` below joins them, receives the events and dispatches each on its type.
 """
@@ -71,7 +73,11 @@ class Hub(Recovery, DirectoryDesk, Recheck):
         if self.channel is None:
             self.channel = await self.layer.new_channel(prefix="hub")
             loop = asyncio.get_running_loop()
-            self.tasks = [loop.create_task(self.receive_forever()), loop.create_task(self.tick_forever())]
+            self.tasks = [
+                loop.create_task(self.receive_forever()),
+                loop.create_task(self.tick_forever()),
+                loop.create_task(self.heartbeat_forever()),
+            ]
 
     async def receive_forever(self) -> None:
         while True:
@@ -100,8 +106,13 @@ class Hub(Recovery, DirectoryDesk, Recheck):
             case MessageAppended() | MessageReplaced() | MessagesRemoved() | ThreadSummaryChanged():
                 self.log_changed(group)
                 await self.fan_out(group, event)
-            case TypingNoticed() | RoomListed() | RoomUnlisted() | RoomOnlineCounted() | MentionFlagged():
+            case TypingNoticed() | RoomListed() | MentionFlagged():
                 await self.fan_out(group, event)
+            case RoomUnlisted():
+                self.directory_count_drop(event.room_id)  # a count gathered before must not follow it
+                await self.fan_out(group, event)
+            case RoomOnlineCounted():
+                self.directory_count_note(event)
             case PresenceChanged():
                 await self.presence_apply(group, event)
             case RoomNews():
@@ -128,10 +139,9 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                 logger.warning("event of no job dropped", extra={"event_type": event.kind})
 
     async def tick_forever(self) -> None:
-        """Announce each moment's presence changes and directory news; every heartbeat, keep this process alive;
-        while the layer is lost, try to recover; check the sockets' grants; tell every page it is live."""
+        """Announce each moment's presence changes and directory news; while the layer is lost, try to recover;
+        check the sockets' grants; tell every page it is live."""
         loop = asyncio.get_running_loop()
-        next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
         next_directory = loop.time() + DIRECTORY_TICK_SECONDS
         next_renewal = loop.time() + CONNECTION_RENEW_SECONDS
         while True:
@@ -141,15 +151,10 @@ class Hub(Recovery, DirectoryDesk, Recheck):
                     await self.recover()
                 if self.recheck_due():
                     await self.recheck()
-                if loop.time() >= next_heartbeat:
-                    next_heartbeat = loop.time() + settings.CHAT_PRESENCE_HEARTBEAT
-                    await self.heartbeat()
-                    # Group memberships expire in the layer unless they are added again.
-                    if self.up and (error := await self.groups_add()) is not None:
-                        self.layer_lost(error)
                 if self.up:
                     await self.undelivered_publish()
                 await self.announce()
+                await self.directory_counts_announce()
                 if loop.time() >= next_directory:
                     next_directory = loop.time() + DIRECTORY_TICK_SECONDS
                     await self.directory_announce()
@@ -161,12 +166,25 @@ class Hub(Recovery, DirectoryDesk, Recheck):
             except Exception:
                 logger.exception("presence announcement failed; retrying")
 
+    async def heartbeat_forever(self) -> None:
+        """Every heartbeat, keep this process alive (presence, group memberships): a task of its own, so that a long
+        one never delays the presence tick."""
+        while True:
+            await asyncio.sleep(settings.CHAT_PRESENCE_HEARTBEAT)
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("heartbeat failed; retrying")
+
     async def stop(self) -> None:
-        for task in [*self.tasks, *([self.telling] if self.telling else [])]:
+        for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(BaseException):  # cancelled
                 await task
+        await self.background_stop()
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
@@ -187,6 +205,7 @@ async def hubs_stop() -> None:
         if loop is asyncio.get_running_loop():
             await found.stop()
         else:
-            for task in found.tasks:
-                task.cancel()
+            for task in [*found.tasks, found.telling, found.catching_up]:
+                if task is not None:
+                    task.cancel()
     _hubs.clear()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from chat import fragments
-from chat.events import RoomActivity, RoomNews
+from chat.events import RoomActivity, RoomNews, RoomOnlineCounted
 from chat.groups import DIRECTORY_GROUP
 from chat.hub.subscriptions import Subscriptions
 from chat.models import Room
@@ -32,6 +32,8 @@ class DirectoryDesk(Subscriptions):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.directory_news: dict[int, DirectoryNews] = {}
+        # Each listed room's latest online count since the last presence tick (any process may announce one).
+        self.directory_counts: dict[int, RoomOnlineCounted] = {}
 
     def directory_note(self, event: RoomNews) -> None:
         """One more message in a listed room, for the directories' next tick."""
@@ -56,3 +58,28 @@ class DirectoryDesk(Subscriptions):
                 messages=sorted(item.messages),
             )
             await self.fan_out(DIRECTORY_GROUP, activity)
+
+    def directory_count_note(self, event: RoomOnlineCounted) -> None:
+        """A listed room's new online count, for the next presence tick: the latest one of the tick wins."""
+        if DIRECTORY_GROUP in self.members:
+            self.directory_counts[event.room_id] = event
+
+    def directory_count_drop(self, room_id: int) -> None:
+        """The room left the directories: its gathered count goes nowhere."""
+        self.directory_counts.pop(room_id, None)
+
+    async def directory_counts_announce(self) -> None:
+        """One count per room per tick, only to the directories that list the room (a page's `listed`), or that are
+        making their list (they hold it until the list is out)."""
+        if not self.directory_counts:
+            return
+        counts, self.directory_counts = self.directory_counts, {}
+        directories = list(self.members.get(DIRECTORY_GROUP, ()))
+        for socket in directories:
+            listed = getattr(socket, "listed", ())
+            holding = getattr(socket, "held", None) is not None
+            for room_id, event in counts.items():
+                if holding or room_id in listed:
+                    frame = socket.frame_for(event)
+                    if frame is not None:
+                        await socket.deliver(frame)

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
-from collections.abc import AsyncIterator
+import itertools
+import sys
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from accounts.models import User
 from chat import fragments, presence, selectors
@@ -27,6 +31,16 @@ from chat.models import Message, Room
 
 # How often the presence changes of a moment are announced, as one frame per room.
 PRESENCE_TICK_SECONDS = 0.2
+# How many user ids' names a process keeps for rendering online lists; past it, the oldest go (asked again).
+USERNAMES_KEPT = 50_000
+
+
+class LoggedMessage(NamedTuple):
+    """What a page needs of a shared log's message to place its unread divider and its whispers among them."""
+
+    pk: int
+    author_id: int
+    is_private: bool
 
 
 @dataclass
@@ -34,11 +48,63 @@ class CachedLog:
     """A room's recent log as every socket without private messages or an unread divider gets it."""
 
     version: int
-    messages: list[Message]
-    html: str
+    # Not the model instances (with their authors and mentions, ~10 KiB each): a page that needs its own render
+    # (whispers, an unread divider) reads the room's messages again.
+    messages: list[LoggedMessage]
+    # UTF-8: as a str, the reaction pickers' emoji make Python keep four bytes a character.
+    html_utf8: bytes
     # Until when (the loop's clock) it may be reused: a message still in its edit window shows the minutes it has
     # left, which go stale within a minute; otherwise until the room changes.
     fresh_until: float = float("inf")
+
+    @classmethod
+    def rendered(cls, *, version: int, messages: Iterable[Message], html: str) -> CachedLog:
+        logged = [LoggedMessage(m.pk, m.author_id, m.is_private) for m in messages]
+        return cls(version=version, messages=logged, html_utf8=html.encode())
+
+    @property
+    def html(self) -> str:
+        return self.html_utf8.decode()
+
+    def nbytes(self) -> int:
+        """About what it holds in memory (a message's entry: the tuple and its id)."""
+        return sys.getsizeof(self.html_utf8) + sys.getsizeof(self.messages) + len(self.messages) * 96
+
+
+class SharedRenders:
+    """What the rooms' sockets share (recent logs, online lists), least recently used first, within a budget of
+    bytes (`CHAT_LOG_CACHE_BYTES`): a render that is evicted is made again by the next join that needs it."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: Hashable) -> object | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        self.entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: Hashable, value: object, nbytes: int) -> None:
+        self.discard(key)
+        if nbytes > self.budget:
+            return
+        self.entries[key] = (value, nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.budget:
+            _, (_, evicted) = self.entries.popitem(last=False)
+            self.bytes -= evicted
+
+    def discard(self, key: Hashable) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[1]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
 
 
 @dataclass
@@ -51,13 +117,11 @@ class RoomState:
     listed: bool = True
     # Who the room's online lists on this process show (user id to username); None until loaded.
     online: dict[int, str] | None = None
-    # The last whole list rendered for a joining page, and whose it was.
-    online_html: str | None = None
-    online_html_key: frozenset[int] = frozenset()
     loading: asyncio.Future | None = None
     # Announcements that arrived while the list was loading, applied after it.
     early: list[PresenceChanged] = field(default_factory=list)
-    log: CachedLog | None = None
+    # The room's renders (its recent log, its whole online list) are kept in the hub's `SharedRenders`; a log is
+    # current while its version is this one.
     log_version: int = 0
     # What this process saw change and has yet to announce.
     arrived: dict[int, str] = field(default_factory=dict)
@@ -65,11 +129,10 @@ class RoomState:
 
     def log_changed(self) -> None:
         self.log_version += 1
-        self.log = None
 
     def forget_views(self) -> None:
         """Nothing here is current any more (unsubscribed, or the layer was away): load and render again."""
-        self.online, self.online_html = None, None
+        self.online = None
         self.log_changed()
 
 
@@ -86,7 +149,9 @@ class PresenceTicker(Subscriptions):
         self.room_of_group: dict[str, RoomState] = {}
         # Open sockets per (room id, user id): presence counts connections.
         self.connections: Counter[tuple[int, int]] = Counter()
+        # Names of users this process has shown, oldest first, at most USERNAMES_KEPT.
         self.usernames: dict[int, str] = {}
+        self.renders = SharedRenders(settings.CHAT_LOG_CACHE_BYTES)
         # Whether this process has the (room id, user id) entry in the presence store, and the writes waiting on it.
         self.present: dict[tuple[int, int], bool] = {}
         self.presence_turns: dict[tuple[int, int], list] = {}
@@ -105,6 +170,7 @@ class PresenceTicker(Subscriptions):
         if state is not None:
             # Unsubscribed, nothing here stays current; a state with news to announce goes after the tick.
             state.forget_views()
+            self.renders_forget(state.room_id)
             if not state.arrived and not state.departed:
                 self.rooms.pop(state.room_id, None)
 
@@ -119,10 +185,34 @@ class PresenceTicker(Subscriptions):
         state = self.room_of_group.get(group)
         if state is not None:
             state.log_changed()
+            self.renders.discard(("log", state.room_id))
+
+    def renders_forget(self, room_id: int) -> None:
+        self.renders.discard(("log", room_id))
+        self.renders.discard(("online", room_id))
+
+    def log_cached(self, state: RoomState) -> CachedLog | None:
+        """The room's shared log, if it is kept and current."""
+        log = self.renders.get(("log", state.room_id))
+        return log if isinstance(log, CachedLog) and log.version == state.log_version else None
+
+    def log_keep(self, state: RoomState, log: CachedLog) -> None:
+        """Keep a log just rendered for the room's other sockets: not when it is the room's only one here, nor when
+        the room changed while it was rendered."""
+        if log.version == state.log_version and len(self.members.get(state.group, ())) > 1:
+            self.renders.put(("log", state.room_id), log, log.nbytes())
+
+    def usernames_note(self, names: dict[int, str]) -> None:
+        """Remember these names, forgetting the oldest past USERNAMES_KEPT."""
+        self.usernames.update(names)
+        excess = len(self.usernames) - USERNAMES_KEPT
+        if excess > 0:
+            for user_id in list(itertools.islice(self.usernames, excess)):
+                del self.usernames[user_id]
 
     async def presence_join(self, room: Room, user: User) -> None:
         """Count one more socket of the user in the room; the user's first anywhere is announced."""
-        self.usernames[user.pk] = user.username
+        self.usernames_note({user.pk: user.username})
         key = (room.pk, user.pk)
         self.connections[key] += 1
         async with self.presence_turn(key):
@@ -179,19 +269,28 @@ class PresenceTicker(Subscriptions):
         if state.online is None:
             await self.online_view(state)
         user_ids = await presence.store().online(room_id=state.room_id)
-        await self.usernames_load(user_ids)
-        key = frozenset(user_id for user_id in user_ids if user_id in self.usernames)
-        if state.online_html is None or state.online_html_key != key:
-            names = sorted(((user_id, self.usernames[user_id]) for user_id in key), key=by_name)
-            users = [User(pk=user_id, username=name) for user_id, name in names]
-            state.online_html = fragments.online_users(room=Room(pk=state.room_id), users=users)
-            state.online_html_key = key
-        return state.online_html
+        names = await self.usernames_load(user_ids, known=state.online or {})
+        key = frozenset(names)
+        kept = self.renders.get(("online", state.room_id))
+        if isinstance(kept, tuple) and kept[0] == key:
+            return kept[1]
+        users = [User(pk=user_id, username=name) for user_id, name in sorted(names.items(), key=by_name)]
+        html = fragments.online_users(room=Room(pk=state.room_id), users=users)
+        # Kept for the room's other sockets (a frozenset: about 60 bytes an id).
+        if len(self.members.get(state.group, ())) > 1:
+            self.renders.put(("online", state.room_id), (key, html), sys.getsizeof(html) + 64 * len(key) + 256)
+        return html
 
-    async def usernames_load(self, user_ids: set[int]) -> None:
-        unknown = user_ids - self.usernames.keys()
+    async def usernames_load(self, user_ids: set[int], known: dict[int, str] | None = None) -> dict[int, str]:
+        """The names of these users that have an account (those deleted meanwhile have none)."""
+        known = known or {}
+        names = {user_id: known.get(user_id) or self.usernames.get(user_id) for user_id in user_ids}
+        unknown = {user_id for user_id, name in names.items() if name is None}
         if unknown:
-            self.usernames.update(await database_sync_to_async(selectors.usernames_by_ids)(user_ids=unknown))
+            loaded = await database_sync_to_async(selectors.usernames_by_ids)(user_ids=unknown)
+            self.usernames_note(loaded)
+            names.update(loaded)
+        return {user_id: name for user_id, name in names.items() if name is not None}
 
     async def online_view(self, state: RoomState) -> None:
         """Load, once per subscription, the view of the room that announcements are applied to."""
@@ -208,8 +307,7 @@ class PresenceTicker(Subscriptions):
 
     async def online_load(self, state: RoomState) -> None:
         user_ids = await presence.store().online(room_id=state.room_id)
-        await self.usernames_load(user_ids)
-        state.online = {user_id: self.usernames[user_id] for user_id in user_ids if user_id in self.usernames}
+        state.online = await self.usernames_load(user_ids)
         early, state.early = state.early, []
         for event in early:
             await self.presence_apply(state.group, event)
@@ -223,7 +321,7 @@ class PresenceTicker(Subscriptions):
             state.early.append(event)
             return
         arrived = {int(user_id): name for user_id, name in event.arrived}
-        self.usernames.update(arrived)
+        self.usernames_note(arrived)
         arrived = {user_id: name for user_id, name in arrived.items() if user_id not in state.online}
         departed = [user_id for user_id in event.departed if user_id in state.online]
         if not arrived and not departed:
@@ -269,3 +367,4 @@ class PresenceTicker(Subscriptions):
         """After an outage: every room's view is loaded and rendered again."""
         for state in self.rooms.values():
             state.forget_views()
+        self.renders.clear()

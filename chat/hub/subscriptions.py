@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -55,6 +56,9 @@ class Subscriptions:
         self.channel: str | None = None
         self.members: dict[str, set[Socket]] = defaultdict(set)
         self.subscribing: dict[str, asyncio.Future] = {}
+        # When the layer last took each group's membership (time.time()): renewed before it expires
+        # (chat.hub.recovery); a group missing here was not taken.
+        self.group_added_at: dict[str, float] = {}
         self.badges: dict[tuple[int, int, bool], Frame] = {}
         self.live_frame: Frame | None = None
         # Whether the channel layer answers (chat.hub.recovery).
@@ -72,6 +76,8 @@ class Subscriptions:
                 try:
                     async with asyncio.timeout(broadcasts.LAYER_TIMEOUT_SECONDS):
                         await self.layer.group_add(group, self.channel)
+                    if group in self.members:  # not left meanwhile
+                        self.group_added_at[group] = time.time()
                 except Exception as error:  # the layer's errors depend on its backend; a timeout is a partition
                     self.layer_lost(error)
                 finally:
@@ -89,6 +95,7 @@ class Subscriptions:
             if members:
                 continue
             del self.members[group]
+            self.group_added_at.pop(group, None)
             self.group_emptied(group)
             if self.up:
                 try:
