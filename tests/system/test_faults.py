@@ -170,8 +170,8 @@ async def test_the_largest_log_the_server_can_send_reaches_the_browser(laptop_se
     database_write(
         env,
         # Written as an operator's import would: no rendered HTML, which the page then shows as escaped text.
-        "INSERT INTO chat_message (room_id, author_id, recipient_id, body, body_html, reactions_summary, created_at)"
-        " VALUES (?, ?, ?, ?, '', '{}', ?)",
+        "INSERT INTO chat_message (room_id, author_id, recipient_id, body, body_html, reactions_summary, created_at,"
+        " reply_count, last_repliers) VALUES (?, ?, ?, ?, '', '{}', ?, 0, '[]')",
         [(room_id, bob_id, None, body, "2026-01-01 00:00:00")] * 50
         + [(room_id, bob_id, bob_id, body, "2026-01-01 00:00:00")] * 50,
     )
