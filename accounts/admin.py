@@ -7,17 +7,40 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, Bot, User
 from accounts.signals import password_set_by_admin, users_deleting
+
+
+class BotInline(admin.StackedInline):
+    """A bot's webhook, on its user's page: the URL messages are POSTed to and the secret that signs them (made
+    when the row is; give it to whoever runs the bot's server)."""
+
+    model = Bot
+    fk_name = "user"
+    can_delete = True
+    fields = ["webhook_url", "owner", "webhook_secret", "created_at"]
+    readonly_fields = ["webhook_secret", "created_at"]
+    raw_id_fields = ["owner"]
+    verbose_name = "bot webhook"
+    # A URL typed without a scheme is https (Django 6's default).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
-    list_display = ["username", "email", "is_active", "is_staff", "date_joined", "last_login"]
-    list_filter = ["is_active", "is_staff", "is_superuser", "date_joined", "last_login"]
+    list_display = ["username", "email", "is_active", "is_staff", "is_bot", "date_joined", "last_login"]
+    list_filter = ["is_active", "is_staff", "is_superuser", "is_bot", "date_joined", "last_login"]
+    fieldsets = [*BaseUserAdmin.fieldsets, ("Bot", {"fields": ["is_bot"]})]
+    inlines = [BotInline]
+
+    def get_inlines(self, request: HttpRequest, obj: User | None) -> list:
+        """The bot's webhook is set on the user's page, once the account exists."""
+        return [] if obj is None else self.inlines
+
     date_hierarchy = "date_joined"
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:

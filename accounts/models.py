@@ -1,12 +1,26 @@
 from __future__ import annotations
 
+import secrets
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models.functions import Lower
 
 
 class User(AbstractUser):
-    """A chat user; usernames are unique regardless of case."""
+    """A chat user; usernames are unique regardless of case.
+
+    A bot is a user marked `is_bot` (in the admin): its `bot` row says where its webhook is. The flag is on the user
+    so that a message's mentioned users and a direct message's recipient, already loaded, tell without a query
+    whether a bot must hear of it.
+    """
+
+    # db_default too: the column exists before, and while, the other apps' older migrations run (they insert users).
+    is_bot = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="A bot: messages that mention it, or are sent to it directly, go to its webhook (see Bot).",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique")]
@@ -39,3 +53,26 @@ class ApiToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+def bot_secret_new() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Bot(models.Model):
+    """Where a bot user's messages go: its webhook's URL, and the secret that signs what is sent there.
+
+    The secret is shown to the bot's owner (and staff) so that their server can check the signature.
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, primary_key=True, related_name="bot")
+    # Who runs it; none for a bot made by staff.
+    owner = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="bots_owned")
+    webhook_url = models.URLField(max_length=500, help_text="Messages to the bot are POSTed here as signed JSON.")
+    webhook_secret = models.CharField(
+        max_length=100, default=bot_secret_new, help_text="Signs each request (X-Chat-Signature); keep it secret."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"bot {self.user_id}"

@@ -5,6 +5,7 @@
 - `memberships`: joining, leaving, members, privacy, read marks, notification levels.
 - `threads`: a reply's thread, its summary, who follows it and how far each has read it.
 - `emails`: the missed messages emailed a while later (the worker's task), and whether a person wants them.
+- `bots`: which bots a new message is for, and calling a bot's webhook with it (the answer is posted by `messages`).
 - `messages`: parsing what was typed, storing, editing and retracting messages (and replies).
 - `reactions`, `attachments`: what can be added to a message.
 - `storage`: the files attachments keep.
@@ -15,6 +16,7 @@ Imports go one way: a module here may import the ones listed before it, chat.bro
 
 from chat.services import (
     attachments,
+    bots,
     emails,
     memberships,
     messages,
@@ -28,6 +30,7 @@ from chat.services import (
 
 __all__ = [
     "attachments",
+    "bots",
     "emails",
     "memberships",
     "messages",

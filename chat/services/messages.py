@@ -12,11 +12,13 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import prefetch_related_objects
 from django.utils import timezone
+from django_tasks import task
 
 from accounts.models import User
 from chat import broadcasts, flood, formatting, selectors
 from chat.errors import ChatError, DeliveryError, StorageError
 from chat.models import MENTION_RE, Message, Room
+from chat.services.bots import bot_answer_fetch, message_bots
 from chat.services.emails import email_notices_record
 from chat.services.rooms import direct_room_get_or_create
 from chat.services.storage import attachment_file_names, attachment_files_delete
@@ -170,6 +172,9 @@ def message_create(
         thread_reply_record(reply=message, mentioned_ids=[user.pk for user in mentioned or []])
     # Who it notifies gets it emailed if they have not read it a while later (one query when that is nobody).
     email_notices_record(message=message, mentioned_ids=[user.pk for user in mentioned or []])
+    # A bot it names, or the one it is sent to, gets it at its webhook from the worker (no query for no bot).
+    for bot_user_id in message_bots(message=message, mentioned=mentioned):
+        bot_message_deliver.enqueue(message.pk, bot_user_id)
     # No attachment yet (attachment_create adds one before the commit): rendering it needs no query.
     Message.attachment.related.set_cached_value(message, None)
     Message.room.field.set_cached_value(message, room)
@@ -239,3 +244,22 @@ def message_retract(*, message: Message, by: User) -> Message:
         transaction.on_commit(partial(attachment_files_delete, names=attachment_file_names([attachment])))
     transaction.on_commit(partial(broadcasts.message_replaced, message=message))
     return message
+
+
+@task()
+def bot_message_deliver(message_id: int, bot_user_id: int) -> None:
+    """The worker's task: send the message to the bot's webhook and post its answer, if any, as the bot's reply where
+    the message was (chat.services.bots). Once: a call that failed, or an answer refused, is logged, not retried."""
+    answer = bot_answer_fetch(message_id=message_id, bot_user_id=bot_user_id)
+    if answer is None:
+        return
+    try:
+        message_post(room=answer.room, author=answer.bot, text=answer.text, thread=answer.thread)
+    except DeliveryError:  # stored, but the open pages may not have it live: they will on their next load
+        logger.warning(
+            "bot %s: answer stored, not delivered live", answer.bot.username, extra={"bot": answer.bot.username}
+        )
+    except ChatError as error:
+        logger.warning(
+            "bot %s: answer not posted (%s)", answer.bot.username, error.reason, extra={"bot": answer.bot.username}
+        )

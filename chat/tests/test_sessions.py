@@ -269,6 +269,11 @@ async def test_unticking_active_in_the_admin_closes_all_the_accounts_sockets(ali
         "date_joined_1": alice.date_joined.strftime("%H:%M:%S"),
         "initial-date_joined_0": alice.date_joined.strftime("%Y-%m-%d"),
         "initial-date_joined_1": alice.date_joined.strftime("%H:%M:%S"),
+        # The page's bot webhook inline, empty, as a browser sends it.
+        "bot-TOTAL_FORMS": "0",
+        "bot-INITIAL_FORMS": "0",
+        "bot-MIN_NUM_FORMS": "0",
+        "bot-MAX_NUM_FORMS": "1",
     }
 
     response = await database_sync_to_async(admin_browser.post)(f"/admin/accounts/user/{alice.pk}/change/", form)
