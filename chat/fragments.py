@@ -1,4 +1,7 @@
-"""The HTML fragments the sockets carry, rendered from the named partials of the room page."""
+"""The HTML fragments the sockets carry, rendered from the named partials of the room page.
+
+A fragment of a message is rendered once for all its readers: a direct conversation's links in it name
+`Room.PEER_PLACEHOLDER`, which each reader's page puts their other person in (`Room.for_reader`)."""
 
 from __future__ import annotations
 
@@ -36,23 +39,24 @@ def message_appended(
     """A new message, appended to the end of every receiving #messages; a `whisper` in a room page (a message of a
     direct conversation shown beside the room's, marked private); `new_day`: the first of its day, after a day
     separator; `continued`: following its author's last message, shown as part of it (no name and time)."""
-    context = {"message": message, "room": None if whisper else message.room, "new_day": new_day}
+    context = {"message": message, "room": None if whisper else message.room.shared(), "new_day": new_day}
     context["continued"] = continued
     return _render("message-live", context)
 
 
 def reply_appended(*, message: Message) -> str:
     """A new reply, at the end of every open page of its thread."""
-    return _render("reply-appended", {"message": message, "room": message.room})
+    return _render("reply-appended", {"message": message, "room": message.room.shared()})
 
 
 def thread_summary(*, message: Message) -> str:
     """A thread's first message's link into it, with its summary: replaced wherever that message shows."""
-    return _render("thread-link", {"message": message, "room": message.room, "summary_oob": True})
+    return _render("thread-link", {"message": message, "room": message.room.shared(), "summary_oob": True})
 
 
 def thread(*, room: Room, parent: Message, replies: list[Message]) -> str:
-    """A thread's first message and its replies, replacing #thread when its page's socket (re)connects."""
+    """A thread's first message and its replies, replacing #thread when its page's socket (re)connects (rendered for
+    one reader: its links name `room.peer`)."""
     return _render("thread", {"room": room, "parent": parent, "replies": replies, "oob": True})
 
 
@@ -60,15 +64,20 @@ def thread_form(*, room: Room, parent: Message, draft: str = "") -> str:
     return _render("thread-form", {"room": room, "parent": parent, "draft": draft, "oob": True})
 
 
-def message_log(*, room: Room, messages: list[Message], divider_id: int | None = None) -> str:
-    """The whole recent log, replacing #messages (sent on every connect)."""
+def message_log(
+    *, room: Room, messages: list[Message], divider_id: int | None = None, open_thread_id: int | None = None
+) -> str:
+    """The whole recent log, replacing #messages (sent on every connect); beside an open thread, that thread's
+    first message shows only in the thread (`open_thread_id`)."""
     context = {"room": room, "chat_messages": messages, "divider_id": divider_id, "oob": True}
+    context["open_thread_id"] = open_thread_id
     return _render("message-log", context)
 
 
 def message_replaced(*, message: Message, whisper: bool = False) -> str:
     """An edited or retracted message, replacing it wherever it shows (as a whisper in room pages)."""
-    return _render("message", {"message": message, "replace": True, "room": None if whisper else message.room})
+    room = None if whisper else message.room.shared()
+    return _render("message", {"message": message, "replace": True, "room": room})
 
 
 def reactions(*, message: Message, oob: bool = True) -> str:
@@ -105,9 +114,10 @@ def lines_form(*, room: Room, draft: str = "") -> str:
     return _render("lines-form", {"room": room, "draft": draft, "oob": True, "lines_open": True})
 
 
-def upload_form(*, request: HttpRequest, room: Room) -> str:
-    """A fresh upload form (its file input emptied), rendered with the request for its CSRF token."""
-    return _render("upload-form", {"room": room, "upload_oob": True}, request=request)
+def upload_form(*, request: HttpRequest, room: Room, thread: Message | None = None) -> str:
+    """A fresh upload form (its file input emptied; a `thread`'s, for its replies), rendered with the request for its
+    CSRF token."""
+    return _render("upload-form", {"room": room, "upload_oob": True, "upload_thread": thread}, request=request)
 
 
 def directory_room_list(*, rooms: Page) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import re
 import uuid
 
@@ -65,6 +66,10 @@ class Room(models.Model):
 
     # The other person of a direct conversation, as one reader sees it (set by chat.selectors, not stored).
     peer: models.Model | None = None
+    # In a direct conversation's fragment rendered for no reader (one render for both people), what its links say
+    # in place of the other person's name; `for_reader` puts each reader's in (chat.templatetags.conversations).
+    # User text never holds it: a body's "<" is always escaped.
+    PEER_PLACEHOLDER = "<peer>"
 
     class Meta:
         constraints = [models.UniqueConstraint(Lower("name"), name="chat_room_name_ci_unique")]
@@ -75,6 +80,20 @@ class Room(models.Model):
 
     def get_absolute_url(self) -> str:
         return self.url()
+
+    def for_reader(self, html: str) -> str:
+        """`html` rendered for no reader, with this reader's other person in a direct conversation's links."""
+        if self.is_direct and self.peer is not None:
+            return html.replace(self.PEER_PLACEHOLDER, self.peer.username)
+        return html
+
+    def shared(self) -> Room:
+        """This conversation as a fragment rendered once for all its readers sees it: naming no other person."""
+        if self.peer is None:
+            return self
+        room = copy.copy(self)
+        room.peer = None
+        return room
 
     def url(self, view: str = "room", *args: object) -> str:
         """The URL of one of the conversation's pages for this reader (chat.urls.conversation_urls)."""

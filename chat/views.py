@@ -16,6 +16,7 @@ from django.http import (
     HttpResponseForbidden,
 )
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import patch_vary_headers
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -83,7 +84,7 @@ def room_page(
     request: HttpRequest, room: Room, *, error: str = "", status: int = 200, parent: Message | None = None
 ) -> HttpResponse:
     """The conversation's page, also with an error in #chat-error (an upload posted without htmx); with `parent`,
-    the page of that message's thread instead of the log."""
+    the page of that message's thread, beside the log (where the thread's first message shows only in the thread)."""
     context = {
         **fragments.limits(),
         "room": room,
@@ -93,8 +94,7 @@ def room_page(
         "can_manage": can_manage(room, request.user),
     }
     if parent is not None:
-        context.update(parent=parent, replies=selectors.thread_replies(parent=parent))
-        return render(request, "chat/room.html", context, status=status)
+        context.update(parent=parent, replies=selectors.thread_replies(parent=parent), open_thread_id=parent.pk)
     messages = selectors.message_list_recent(room=room, user=request.user)
     # The socket marks the room read when it connects; the page shows what is new until then.
     last_read_id = selectors.room_last_read_id(room=room, user=request.user)
@@ -105,7 +105,12 @@ def room_page(
     context["divider_id"] = selectors.unread_divider_id(
         messages=messages, last_read_id=last_read_id, user=request.user
     )
-    return render(request, "chat/room.html", context, status=status)
+    template = "chat/room.html"
+    if request.htmx.boosted and not request.htmx.history_restore_request:
+        template += "#room-section"  # a thread's link or its "Back": the page keeps its head, sidebar and style
+    response = render(request, template, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 def can_manage(room: Room, user: User) -> bool:
@@ -274,6 +279,12 @@ def room_members_change(request: HttpRequest, room: Room, change: Callable[..., 
     return redirect("chat:settings", room_name=room.name)
 
 
+def message_answer(request: HttpRequest, message: Message) -> HttpResponse:
+    """The message as it now is, for the page of the person who changed it (whose reader its links name)."""
+    room = selectors.room_as_seen_by(room=message.room, user=request.user)
+    return HttpResponse(room.for_reader(fragments.message_replaced(message=message)))
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 @write_limited("edits")
@@ -281,13 +292,13 @@ def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
     """The author's inline edit form (GET), or the edit itself (POST); `?cancel` shows the message again."""
     message = get_object_or_404(selectors.messages_visible_to(user=request.user), pk=message_id)
     if request.method == "GET" and "cancel" in request.GET:
-        return HttpResponse(fragments.message_replaced(message=message))
+        return message_answer(request, message)
     try:
         if request.method == "POST":
             services.messages.message_edit(message=message, by=request.user, body=request.POST.get("body", ""))
             if not request.htmx:  # posted before htmx took the form over: back to the room, edit saved
                 return redirect(selectors.room_as_seen_by(room=message.room, user=request.user))
-            return HttpResponse(fragments.message_replaced(message=message))
+            return message_answer(request, message)
         services.messages.message_own_check(message=message, by=request.user)
     except errors.ChatError as error:
         if request.method == "GET":  # too late, or not theirs: said in #chat-error, the message stays as it is
@@ -306,7 +317,7 @@ def message_retract(request: HttpRequest, message_id: int) -> HttpResponse:
         services.messages.message_retract(message=message, by=request.user)
     except errors.ChatError as error:
         return http_limits.error_response(request, str(error), status=403)
-    return HttpResponse(fragments.message_replaced(message=message))
+    return message_answer(request, message)
 
 
 @require_GET
@@ -362,20 +373,27 @@ def _attachment_upload(
     request: HttpRequest, room: Room, limiter: attachments.SizeLimitedUploadHandler
 ) -> HttpResponse:
     upload = request.FILES.get("file")  # reads the body, through the limiter
+    thread = request.POST.get("thread") or None  # a reply's: the thread's form names its first message
     try:
         if limiter.too_large:
             services.attachments.attachment_size_check(size=settings.CHAT_ATTACHMENT_MAX_BYTES + 1)
-        services.attachments.attachment_create(
-            room=room, author=request.user, upload=upload, caption=request.POST.get("caption", "")
+        message = services.attachments.attachment_create(
+            room=room, author=request.user, upload=upload, caption=request.POST.get("caption", ""), thread=thread
         )
     except errors.ChatError as error:
-        if not request.htmx:  # the plain form: the room page again, with the sentence
-            return room_page(request, room, error=str(error), status=400)
+        if not request.htmx:  # the plain form: the page again, with the sentence
+            parent = None
+            if thread and thread.isdigit() and len(thread) <= 18:
+                parent = selectors.thread_parent(room=room, message_id=int(thread))
+            if parent is not None and parent.parent_id is not None:
+                parent = None
+            return room_page(request, room, error=str(error), status=400, parent=parent)
         return HttpResponse(fragments.chat_error(error=str(error)))
     if not request.htmx:
-        return redirect(room)
+        return redirect(room.url("thread", message.parent_id) if message.parent_id else room)
     # The message itself arrives over the socket, like every other; here the error is cleared and the form reset.
-    return HttpResponse(fragments.chat_error() + fragments.upload_form(request=request, room=room))
+    parent = message.parent
+    return HttpResponse(fragments.chat_error() + fragments.upload_form(request=request, room=room, thread=parent))
 
 
 @require_GET

@@ -209,9 +209,6 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         state = self.state
         online_html = await hub().room_online(state)
         status = fragments.room_status(room=self.room) if extra is None else extra
-        if self.parent is not None:
-            thread_html = await database_sync_to_async(self.thread_render)()
-            return thread_html + online_html + status + fragments.connection(state="live")
         version = state.log_version
         log = hub().log_cached(state)
         fresh = log is not None and time.monotonic() < log.fresh_until
@@ -219,7 +216,9 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
         if fresh is not None:
             hub().log_keep(state, fresh)
-        return log_html + online_html + status + fragments.connection(state="live")
+        if self.parent is not None:
+            log_html += await database_sync_to_async(self.thread_render)()
+        return self.room.for_reader(log_html + online_html + status + fragments.connection(state="live"))
 
     def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
         """This page's log and sidebar: the room's shared log, unless whispers or an unread divider make it its own."""
@@ -228,7 +227,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         fresh = room_messages = None
         if cached is None:
             room_messages = selectors.room_messages_recent(room=self.room)
-            html = fragments.message_log(room=self.room, messages=room_messages)
+            html = fragments.message_log(room=self.room.shared(), messages=room_messages)
             cached = fresh = CachedLog.rendered(version=version, messages=room_messages, html=html)
             window = timedelta(seconds=settings.CHAT_EDIT_WINDOW_SECONDS)
             if room_messages and timezone.now() - room_messages[-1].created_at < window:
@@ -248,13 +247,15 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         # Live messages already in this log are not forwarded again (a message may land in between).
         last_id = messages[-1].pk if messages else 0
         divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
-        if divider_id is None and not private:
+        if divider_id is None and not private and self.parent is None:
             return cached.html + sidebar_html, last_id, fresh
         if room_messages is None:
             messages = selectors.messages_merged(selectors.room_messages_recent(room=self.room), private)
             last_id = messages[-1].pk if messages else 0
             divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
-        log_html = fragments.message_log(room=self.room, messages=messages, divider_id=divider_id)
+        log_html = fragments.message_log(
+            room=self.room.shared(), messages=messages, divider_id=divider_id, open_thread_id=self.thread_id
+        )
         return log_html + sidebar_html, last_id, fresh
 
     def page_path(self) -> str:
@@ -274,8 +275,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             await super().hub_leave()
             if self.parent is not None:
                 await database_sync_to_async(thread_mark_read)(parent=self.parent, user=self.user)
-            else:
-                await database_sync_to_async(conversation_mark_read)(room=self.room, user=self.user)
+            await database_sync_to_async(conversation_mark_read)(room=self.room, user=self.user)
         else:
             await super().hub_leave()
 
@@ -294,7 +294,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         if readable(payload.get("message")):
             headers = payload.get("HEADERS")
             lines = isinstance(headers, dict) and headers.get("HX-Trigger") == LINES_FORM_ID
-            await self.post_message(payload["message"], lines=lines, thread=payload.get("thread"))
+            await self.post_message(payload["message"], lines=lines, thread=payload.get("thread") or None)
         elif payload.get("typing"):
             await self.announce_typing()
         else:
@@ -310,10 +310,10 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             message_post(room=self.room, author=self.user, text=text, thread=thread)
         return revoked
 
-    def form(self, *, lines: bool, draft: str = "") -> str:
+    def form(self, *, lines: bool, draft: str = "", reply: bool = False) -> str:
         """The box the message came from, fresh or holding `draft`: the one-line box, the multi-line one, or a
         thread's reply box."""
-        if self.parent is not None:
+        if reply and self.parent is not None:
             return fragments.thread_form(room=self.room, parent=self.parent, draft=draft)
         if lines:
             return fragments.lines_form(room=self.room, draft=draft)
@@ -322,6 +322,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
     async def post_message(self, text: str, *, lines: bool = False, thread: object = None) -> None:
         """Store and publish what the form sent (a reply when it names a `thread`); answer the sender with a fresh
         form or an error."""
+        reply = thread is not None
         try:
             revoked = await database_sync_to_async(self.post_checked)(text, thread)
         except DeliveryError as error:
@@ -329,7 +330,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
                 "message not delivered live",
                 extra=socket_log_fields(self.scope, room=self.room.name, reason=error.reason),
             )
-            await self.send(text_data=fragments.chat_error(error=str(error)) + self.form(lines=lines))
+            await self.send(text_data=fragments.chat_error(error=str(error)) + self.form(lines=lines, reply=reply))
         except ChatError as error:
             # The reason code, not the sentence: the sentence can quote what the user typed.
             level = logging.WARNING if error.reason in WARNING_REASONS else logging.INFO
@@ -338,14 +339,14 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             )
             # A browser's frame holds at most 64 KiB; longer text came in fragments from a script, and sending it
             # back whole could make a frame larger than daphne will send (it would close the socket with 1011).
-            await self.send_error(str(error), draft=text[:65536], lines=lines)
+            await self.send_error(str(error), draft=text[:65536], lines=lines, reply=reply)
         else:
             if revoked is not None:
                 await self.revoke(revoked)
                 return
             # The message removed this user's notice; the next keystroke may announce typing again at once.
             self.typing_sent_at = float("-inf")
-            await self.send(text_data=fragments.chat_error() + self.form(lines=lines))
+            await self.send(text_data=fragments.chat_error() + self.form(lines=lines, reply=reply))
 
     async def announce_typing(self) -> None:
         """Tell the others in the room that this user is typing: throttled, nothing stored, lost if the layer is."""
@@ -361,9 +362,9 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             TypingNoticed(html=fragments.typing(typist=self.user), typist_id=self.user.pk), self.room.group_name
         )
 
-    async def send_error(self, error: str, draft: str = "", *, lines: bool = False) -> None:
+    async def send_error(self, error: str, draft: str = "", *, lines: bool = False, reply: bool = False) -> None:
         """Show the error above the form and keep what the user typed."""
-        await self.send(text_data=fragments.chat_error(error=error) + self.form(lines=lines, draft=draft))
+        await self.send(text_data=fragments.chat_error(error=error) + self.form(lines=lines, draft=draft, reply=reply))
 
     async def room_status(self, event: RoomStatusChanged) -> None:
         """A moderator closed or opened the room: post accordingly, and show it."""
@@ -385,13 +386,11 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             return None
         if self.session_ended:
             return None
-        if self.parent is not None:
-            return self.thread_frame_for(event)
         match event:
             case MessageAppended() | MessageReplaced() | MessagesRemoved() if event.thread_id is not None:
-                return None  # a reply: its thread's pages show it
-            case ThreadSummaryChanged() if event.thread_id < self.log_first_id:
-                return None  # its message is older than this page's log
+                return self.thread_frame_for(event)  # a reply: only the pages of its thread show it
+            case ThreadSummaryChanged() if event.thread_id < self.log_first_id and event.thread_id != self.thread_id:
+                return None  # its message is older than this page's log, and not the open thread's
             case MessageAppended() if event.message_id <= self.log_last_id:
                 return None
             # Whispers are for room pages: a direct conversation's page shows that conversation only (its own
@@ -402,4 +401,11 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
                 return None
             case MessageAppended() if event.whisper_of is None:  # shown: read (chat.consumers.reading)
                 read_marks().note(room_id=self.room.pk, user_id=self.user_id, message_id=event.message_id)
-        return event.frame()
+        return self.frame_own(event)
+
+    def frame_own(self, event: Fragment) -> Frame:
+        """The event's frame, shared by every socket it goes to; a direct conversation's links made this reader's."""
+        frame = event.frame()
+        if self.room.is_direct and Room.PEER_PLACEHOLDER in frame.text:
+            return Frame(self.room.for_reader(frame.text))
+        return frame

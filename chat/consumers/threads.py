@@ -1,6 +1,6 @@
-"""A thread's page: the conversation's socket, showing one thread (its first message and replies) instead of the
-log. The page names the thread in the socket's query, `?thread=<pk>`; the room consumer (chat.consumers.room) asks
-this mixin what such a page shows."""
+"""A thread's page: the conversation's socket, showing one thread (its first message and replies) beside the log.
+The page names the thread in the socket's query, `?thread=<pk>`; the room consumer (chat.consumers.room) sends the log
+as on the conversation's page, but for that message (shown in the thread), and asks this mixin about the thread."""
 
 from __future__ import annotations
 
@@ -12,14 +12,7 @@ from channels.db import database_sync_to_async
 from chat import fragments, selectors
 from chat.consumers.base import CLOSE_NOT_FOUND, socket_log_fields
 from chat.consumers.reading import read_marks
-from chat.events import (
-    Fragment,
-    MessageAppended,
-    MessageReplaced,
-    MessagesRemoved,
-    ThreadSummaryChanged,
-    TypingNoticed,
-)
+from chat.events import MessageAppended, MessageReplaced, MessagesRemoved
 from chat.models import Message, Room
 from chat.services.threads import thread_mark_read
 from chat.transport import Frame
@@ -29,13 +22,14 @@ logger = logging.getLogger(__package__)
 
 
 class ThreadPage:
-    """What a conversation's socket does differently on a thread's page."""
+    """What a conversation's socket does differently on a thread's page: the thread beside the log."""
 
     room: Room | None
     # The first message of the thread the page shows (None: the conversation's page).
     parent: Message | None = None
     thread_id: int | None = None
-    log_last_id: int
+    # The newest reply the page was sent: live ones up to it are not sent again.
+    thread_last_id = 0
 
     async def thread_open(self) -> bool:
         """A thread's page names its thread in the socket's query (`?thread=<pk>`): one of this conversation's
@@ -61,27 +55,19 @@ class ThreadPage:
         return self.parent
 
     def thread_render(self) -> str:
-        """This thread's page: its first message and replies (all read now), and the sidebar."""
-        self.room.refresh_from_db(fields=["read_only"])
+        """This thread: its first message and replies (all read now), for one reader."""
         self.parent.refresh_from_db()
         replies = selectors.thread_replies(parent=self.parent)
         thread_mark_read(parent=self.parent, user=self.user)
-        self.log_last_id = replies[-1].pk if replies else 0
-        return fragments.thread(room=self.room, parent=self.parent, replies=replies) + self.sidebar_render()
+        self.thread_last_id = replies[-1].pk if replies else 0
+        return fragments.thread(room=self.room, parent=self.parent, replies=replies)
 
-    def thread_frame_for(self, event: Fragment) -> Frame | None:
-        """A thread's page shows its first message, its replies and the conversation's chrome: nothing of the log."""
-        match event:
-            case MessageAppended():
-                if event.thread_id != self.thread_id or event.message_id <= self.log_last_id:
-                    return None
-                read_marks().note_thread(thread_id=self.thread_id, user_id=self.user_id, message_id=event.message_id)
-            case MessageReplaced():
-                if event.whisper_of is not None or self.thread_id not in (event.thread_id, event.message_id):
-                    return None
-            case MessagesRemoved() | ThreadSummaryChanged():
-                if event.thread_id != self.thread_id:
-                    return None
-            case TypingNoticed() if event.typist_id == self.user_id:
+    def thread_frame_for(self, event: MessageAppended | MessageReplaced | MessagesRemoved) -> Frame | None:
+        """A reply's frame (new, changed or removed), for a page showing its thread; shown there, it is read."""
+        if event.thread_id != self.thread_id:
+            return None
+        if isinstance(event, MessageAppended):
+            if event.message_id <= self.thread_last_id:
                 return None
-        return event.frame()
+            read_marks().note_thread(thread_id=self.thread_id, user_id=self.user_id, message_id=event.message_id)
+        return self.frame_own(event)

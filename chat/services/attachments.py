@@ -16,6 +16,7 @@ from chat.errors import ChatError
 from chat.models import Attachment, Message, Room
 from chat.services.messages import message_create
 from chat.services.storage import attachment_files_delete
+from chat.services.threads import thread_parent_check
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ def attachment_size_check(*, size: int | None) -> None:
         )
 
 
-def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, caption: str = "") -> Message:
-    """Share a file in a conversation as a message, shown live like any other.
+def attachment_create(
+    *, room: Room, author: User, upload: UploadedFile | None, caption: str = "", thread: object = None
+) -> Message:
+    """Share a file in a conversation as a message, shown live like any other (a reply in the thread of the message
+    `thread` names, by the same rules as a typed reply).
 
     Images get a thumbnail, made once here. Who may then fetch the file follows who may read the message
     (selectors.attachment_get_visible).
@@ -71,7 +75,8 @@ def attachment_create(*, room: Room, author: User, upload: UploadedFile | None, 
         with transaction.atomic():
             # First of the commit's callbacks: a failing live delivery after it must not delete committed files.
             transaction.on_commit(partial(committed.append, True))
-            message = message_create(room=room, author=author, body=caption)
+            parent = None if thread in (None, "") else thread_parent_check(room=room, thread=thread)
+            message = message_create(room=room, author=author, body=caption, parent=parent)
             attachment.message = message
             # The storage writes the bytes under a name of our own (Attachment.file's upload_to), never the upload's.
             attachment.file.save(name, upload, save=False)

@@ -1,8 +1,9 @@
 """Template helpers of the conversation pages.
 
 `{% conversation_url room "search" %}`: a conversation's page for the reader, whether a room or a direct one.
-`{% thread_url room message %}`: the page of a message's thread; a direct conversation's by a path that names no
-reader (the same fragment goes to both people), which sends each to their own.
+`{% thread_url room message %}`: the page of a message's thread. A direct conversation's names the other person: for
+a fragment rendered for no reader (the same goes to both people's pages), `Room.PEER_PLACEHOLDER`, which each page's
+socket replaces with its own reader's other person.
 `{{ value|machine_datetime }}`: a `<time datetime>` value HTML accepts (whole seconds, with the offset).
 `{% attachment_limit as limit %}`: the largest file a person may share, in bytes.
 `{{ day|day_label }}`: "Today", "Yesterday", or the day in full ("Monday 30 November", with the year when not this
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.safestring import mark_safe
 
 from chat.models import Message, Room
 
@@ -32,8 +34,9 @@ def conversation_url(room: Room, view: str = "room", *args: object) -> str:
 
 @register.simple_tag
 def thread_url(room: Room, message: Message) -> str:
-    if room.is_direct:
-        return reverse("chat:thread_of", args=[message.pk])
+    if room.is_direct and room.peer is None:
+        path = reverse("dm:thread", args=["peer", message.pk])
+        return mark_safe(path.replace("/peer/", f"/{Room.PEER_PLACEHOLDER}/", 1))
     return room.url("thread", message.pk)
 
 

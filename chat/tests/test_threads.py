@@ -7,6 +7,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -127,7 +128,11 @@ def test_the_thread_page_shows_the_message_its_replies_and_a_reply_form_and_read
     assert "ws-send" in form.attrs
     fields = {node.attrs.get("name"): node.attrs.get("value") for node in form.find_all("input")}
     assert fields == {"thread": str(parent.pk), "message": ""}
-    assert page.find(id="messages") is None
+    # The log is beside the thread; the thread's first message shows once, in the thread (one element per id).
+    log = page.find(id="messages")
+    assert log.find(id=f"message-{parent.pk}") is None
+    assert "open in the thread" in log.find(cls="thread-open").text
+    assert len(page.find_all(id=f"message-{parent.pk}")) == 1
     section = page.find("section", cls="room")
     assert section.attrs["ws-connect"] == f"/ws/chat/lobby/?thread={parent.pk}"
     assert page_title(client.get("/chat/").content.decode()) == "Rooms · Chat"
@@ -162,10 +167,11 @@ def test_a_direct_conversations_thread_link_leads_each_person_to_their_own_page(
     for user, other in ((alice, "bob"), (bob, "alice")):
         page = tree(logged_in(user).get(f"/dm/{other}/").content.decode())
         link = page.find(id=f"message-{parent.pk}").find("a", cls="thread-link")
-        response = logged_in(user).get(link.attrs["href"])
-        assert response.status_code == 302
+        assert link.attrs["href"] == f"/dm/{other}/threads/{parent.pk}/"
+        assert logged_in(user).get(link.attrs["href"]).status_code == 200
+        # A path naming no reader (a link made for both, as in an email) sends each to their own.
+        response = logged_in(user).get(f"/chat/threads/{parent.pk}/")
         assert response["Location"] == f"/dm/{other}/threads/{parent.pk}/"
-        assert logged_in(user).get(response["Location"]).status_code == 200
 
 
 def test_every_message_of_the_log_that_is_not_a_reply_links_to_its_thread(alice, lobby):
@@ -237,7 +243,10 @@ async def test_a_reply_reaches_the_threads_open_pages_not_the_log_and_the_summar
     alice_room = await joined(alice, "lobby")
     bob_thread = await socket_to(bob, f"/ws/chat/lobby/?thread={parent.pk}")
     frame = await receive_until(bob_thread, lambda f: 'id="thread"' in f)
-    assert 'id="messages"' not in frame
+    # The log beside the thread, where the thread's first message is only named: it is shown once, in the thread.
+    page = tree(frame)
+    assert page.find(id="messages").find(cls="thread-open") is not None
+    assert len(page.find_all(id=f"message-{parent.pk}")) == 1
 
     await send_reply(bob_thread, "the answer", parent.pk)
 
@@ -246,6 +255,10 @@ async def test_a_reply_reaches_the_threads_open_pages_not_the_log_and_the_summar
     assert tree(summary).find(cls="thread-summary").text.startswith("1 reply from bob")
     frames = [summary, *await drain(alice_room)]
     assert not [f for f in frames if "the answer" in f]
+
+    # The log beside the thread is live too.
+    await alice_room.send_to(text_data=json.dumps({"message": "meanwhile"}))
+    await receive_until(bob_thread, lambda f: "beforeend:#messages" in f and "meanwhile" in f)
     await disconnect(alice_room, bob_thread)
 
 
@@ -310,3 +323,56 @@ async def test_a_dm_thread_page_works_over_the_direct_socket(alice, bob):
     await receive_until(bob_thread, thread_frame("dm answer", parent.pk))
     await receive_until(alice_dm, lambda f: f'id="thread-link-{parent.pk}"' in f)
     await disconnect(alice_dm, bob_thread)
+
+
+@live_db
+@live
+async def test_a_direct_conversations_live_thread_links_name_each_readers_other_person(alice, bob):
+    dm = await sync_to_async(services.rooms.direct_room_get_or_create)(user=alice, peer=bob)
+    earlier = await sync_to_async(services.messages.message_create)(room=dm, author=bob, body="earlier")
+    alice_page, bob_page = await joined_dm(alice, "bob"), await joined_dm(bob, "alice")
+    # Both pages share one rendered log when they are in one process: each still gets its own links.
+    for page, other in ((alice_page, "bob"), (bob_page, "alice")):
+        await page.send_to(text_data=json.dumps({"message": f"ping {other}"}))
+    for page, other in ((alice_page, "bob"), (bob_page, "alice")):
+        for text in ("ping bob", "ping alice"):
+            frame = await receive_until(page, lambda f, text=text: "beforeend:#messages" in f and text in f)
+            links = [link.attrs["href"] for link in tree(frame).find_all("a", cls="thread-link")]
+            assert links
+            assert all(link.startswith(f"/dm/{other}/threads/") for link in links), links
+        again = await socket_to(alice if other == "bob" else bob, f"/ws/dm/{other}/")
+        frame = await receive_until(again, lambda f: 'id="messages"' in f)
+        link = tree(frame).find(id=f"message-{earlier.pk}").find("a", cls="thread-link")
+        assert link.attrs["href"] == f"/dm/{other}/threads/{earlier.pk}/"
+        assert Room.PEER_PLACEHOLDER not in frame
+        await disconnect(again)
+    await disconnect(alice_page, bob_page)
+
+
+def test_a_file_shared_in_a_thread_is_a_reply_and_a_bad_thread_stores_nothing(alice, bob, lobby):
+    parent = services.messages.message_create(room=lobby, author=alice, body="the plan")
+    client = logged_in(bob)
+    upload = SimpleUploadedFile("plan.txt", b"step one\n", content_type="text/plain")
+    response = client.post(
+        "/chat/lobby/attachments/", {"file": upload, "caption": "v2", "thread": str(parent.pk)}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert 'id="thread-upload-form"' in response.content.decode()
+    stored = Message.objects.get(body="v2")
+    assert stored.parent_id == parent.pk
+    assert stored.attachment_or_none.name == "plan.txt"
+    parent.refresh_from_db()
+    assert parent.reply_count == 1
+    page = tree(client.get(f"/chat/lobby/threads/{parent.pk}/").content.decode())
+    assert page.find(id=f"thread-replies-{parent.pk}").find(cls="attachment-name").text == "plan.txt"
+    assert page.find(id="messages").find(id=f"message-{stored.pk}") is None
+
+    # Without htmx, the thread's page comes back; a bad thread is refused with a sentence, and nothing is stored.
+    upload = SimpleUploadedFile("other.txt", b"x", content_type="text/plain")
+    response = client.post("/chat/lobby/attachments/", {"file": upload, "caption": "lost", "thread": str(stored.pk)})
+    assert response.status_code == 400
+    assert "cannot have replies" in tree(response.content.decode()).find(id="chat-error").text
+    assert not Message.objects.filter(body="lost").exists()
+    upload = SimpleUploadedFile("plan.txt", b"step two\n", content_type="text/plain")
+    response = client.post("/chat/lobby/attachments/", {"file": upload, "caption": "v3", "thread": str(parent.pk)})
+    assert response["Location"] == f"/chat/lobby/threads/{parent.pk}/"

@@ -113,3 +113,69 @@ def test_a_thread_on_a_phone_is_a_page_of_its_own_with_its_reply_box_in_reach(
     )
     thread.screenshot(path=SCREENSHOTS / "thread-phone.png")
     assert not [line for line in dana.console if line.startswith(("error", "pageerror"))], dana.console
+
+
+def test_on_a_desktop_the_thread_opens_beside_the_log_and_back_and_reload_work(
+    new_user: Callable[..., ChatUser], new_room: Callable[[str], str], tmp_path: Path
+) -> None:
+    room = new_room("beside")
+    fay, gus = new_user("fay"), new_user("gus")
+    fay_tab, gus_tab = fay.open_room(room), gus.open_room(room)
+    fay_tab.post("Agenda for Monday?")
+    gus_tab.post("Coffee first")
+    page = fay_tab.page
+
+    # By keyboard: back from the message box by Shift+Tab to the question's "Reply in thread", then Enter.
+    link = fay_tab.message("Agenda for Monday?").locator("a.thread-link")
+    fay_tab.message_input.focus()
+    for _ in range(20):
+        page.keyboard.press("Shift+Tab")
+        if link.evaluate("element => element === document.activeElement"):
+            break
+    else:
+        pytest.fail("Shift+Tab from the message box never reached the message's thread link")
+    expect(link).to_be_visible()
+    sockets = fay_tab.sockets_opened()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
+    wait_until(lambda: fay_tab.sockets_opened() > sockets and fay_tab.watch.live, page, 10_000, "thread socket")
+
+    # The log and the thread, side by side; the question is shown once, in the thread.
+    log, thread = page.locator("#messages"), page.locator("#thread")
+    expect(thread).to_contain_text("Agenda for Monday?")
+    expect(log).to_contain_text("Coffee first")
+    log_box, thread_box = log.bounding_box(), thread.bounding_box()
+    assert log_box is not None
+    assert thread_box is not None
+    assert thread_box["x"] >= log_box["x"] + log_box["width"] - 1, "the thread is not beside the log"
+    expect(page.locator("article[id^=message-]", has_text="Agenda for Monday?")).to_have_count(1)
+
+    # A reply with a file, then one typed; both in the thread, neither in the log; the log stays live.
+    attachment = tmp_path / "agenda.txt"
+    attachment.write_text("1. coffee\n2. plans\n")
+    page.locator("#thread-upload-form summary").click()
+    page.locator("#thread-upload-file").set_input_files(attachment)
+    page.locator("#thread-upload-form button[type=submit]").click()
+    reply(page, "Plans for the quarter")
+    expect(replies(page)).to_have_count(2, timeout=LIVE_MS)
+    expect(page.locator("#thread .attachment-name")).to_have_text("agenda.txt")
+    expect(log).not_to_contain_text("Plans for the quarter")
+    gus_tab.post("Back at two")
+    expect(log).to_contain_text("Back at two", timeout=LIVE_MS)
+    expect(gus_tab.message("Agenda for Monday?").locator(".thread-summary")).to_contain_text(
+        "2 replies", timeout=LIVE_MS
+    )
+    page.screenshot(path=SCREENSHOTS / "thread-desktop.png")
+
+    # Reload keeps the thread beside the log; back returns to the log alone, with the summary.
+    page.reload()
+    expect(page.locator("#thread")).to_contain_text("Plans for the quarter")
+    expect(page.locator("#messages")).to_contain_text("Back at two")
+    page.go_back()
+    expect(page).to_have_url(re.compile(rf"/chat/{room}/$"))
+    expect(page.locator("#thread")).to_have_count(0)
+    expect(fay_tab.message("Agenda for Monday?").locator(".thread-summary")).to_contain_text(
+        "2 replies", timeout=LIVE_MS
+    )
+    for user in (fay, gus):
+        assert not [line for line in user.console if line.startswith(("error", "pageerror"))], user.console
