@@ -396,11 +396,6 @@ def threads_followed(*, user: User) -> list[FollowedThread]:
     ]
 
 
-def thread_parent_visible(*, user: User, message_id: int) -> Message | None:
-    """A thread's first message, if the user may read its conversation (None for a reply)."""
-    return messages_visible_to(user=user).filter(pk=message_id, parent=None).first()
-
-
 def reply_parent_id(*, room: Room, message_id: int) -> int | None:
     """The thread of the conversation's message when it is a reply, else None."""
     return Message.objects.filter(room=room, pk=message_id).values_list("parent_id", flat=True).first()

@@ -29,7 +29,6 @@ app_name = "chat"
 urlpatterns = [
     path("", views.room_directory, name="directory"),
     # A thread by its first message alone (a direct conversation's links: the same for both people).
-    path("threads/<int:message_id>/", views_threads.thread_of, name="thread_of"),
     path("messages/<int:message_id>/edit/", views.message_edit, name="message_edit"),
     path("messages/<int:message_id>/delete/", views.message_retract, name="message_retract"),
     path("messages/<int:message_id>/reactions/", views.reaction_toggle, name="reaction_toggle"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from chat import selectors, services
@@ -23,18 +23,6 @@ def thread_detail(request: HttpRequest, room: Room, message_id: int) -> HttpResp
         raise Http404("There is no such thread in this conversation.")
     services.threads.thread_mark_read(parent=parent, user=request.user)
     return room_page(request, room, parent=parent)
-
-
-@require_GET
-@login_required
-def thread_of(request: HttpRequest, message_id: int) -> HttpResponse:
-    """A thread by its first message alone, sent on to its page as this reader names it (a direct conversation's
-    links are the same for both people)."""
-    parent = selectors.thread_parent_visible(user=request.user, message_id=message_id)
-    if parent is None:
-        raise Http404("There is no such thread.")
-    room = selectors.room_as_seen_by(room=parent.room, user=request.user)
-    return redirect(room.url("thread", parent.pk))
 
 
 @require_GET
