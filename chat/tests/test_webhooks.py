@@ -3,91 +3,29 @@ and every guard: addresses, schemes, redirects, time and size."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from chat import webhooks
 from chat.webhooks import WebhookFailed, WebhookRefused, webhook_deliver, webhook_signature_valid
+from tests.support.http import Server, answer_text, http_servers
 
 SECRET = "s3cret-of-the-bot"
 PAYLOAD = {"event": "message", "message": {"id": 1, "room": "lobby", "author": "alice", "text": "@bot hi ✓"}}
 
 
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Server:
-    url: str
-    port: int
-    received: list[Received] = field(default_factory=list)
-
-
-Answer = Callable[[BaseHTTPRequestHandler], None]
-
-
-def answer_text(text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> Answer:
-    def answer(handler: BaseHTTPRequestHandler) -> None:
-        data = text.encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    return answer
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Server]]:
-    """Start a real HTTP server on 127.0.0.1 answering each POST with `answer`; every request is recorded.
-    `tls`: the server's context, for HTTPS."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(answer: Answer, *, tls: ssl.SSLContext | None = None) -> Server:
-        record = Server(url="", port=0)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                record.received.append(Received("POST", self.path, dict(self.headers.items()), body))
-                # The client may give up first, as it should.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    answer(self)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        if tls is not None:
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        record.port = server.server_address[1]
-        record.url = f"http://127.0.0.1:{record.port}/hook"
-        return record
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with http_servers() as start:
+        yield start
 
 
 @pytest.fixture

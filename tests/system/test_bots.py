@@ -8,20 +8,18 @@ asserts how fast.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from chat.webhooks import webhook_signature_valid
+from tests.support.http import Received, Server, answer_text, http_servers
 from tests.support.servers import BASE_DIR, DaphneServer, RedisServer, free_port
 from tests.system.clients import Browser, database_write, new_session, server_env
 
@@ -30,54 +28,28 @@ pytestmark = pytest.mark.system
 SECRET = "the-bots-own-secret-for-system-tests"
 
 
-class BotServer:
-    """The bot's webhook: it keeps what it receives (and whether its signature held) and answers "pong: <text>"."""
+def signed(request: Received) -> bool:
+    return webhook_signature_valid(
+        secret=SECRET,
+        timestamp=request.headers.get("X-Chat-Timestamp", ""),
+        body=request.body,
+        signature=request.headers.get("X-Chat-Signature", ""),
+    )
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[tuple[dict, bool]] = []
-        record = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                signed = webhook_signature_valid(
-                    secret=SECRET,
-                    timestamp=self.headers.get("X-Chat-Timestamp", ""),
-                    body=body,
-                    signature=self.headers.get("X-Chat-Signature", ""),
-                )
-                payload = json.loads(body)
-                with record.lock:
-                    record.received.append((payload, signed))
-                data = f"pong: {payload['message']['text']}".encode() if signed else b""
-                self.send_response(200 if signed else 401)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def __enter__(self) -> BotServer:
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def bot_answer(handler: BaseHTTPRequestHandler) -> None:
+    """The bot's webhook: "pong: <text>" to a request whose signature holds, 401 to any other."""
+    request = handler.received
+    if signed(request):
+        answer_text(f"pong: {request.json()['message']['text']}")(handler)
+    else:
+        answer_text("", status=401)(handler)
 
 
 @pytest.fixture(scope="module")
-def bot_server() -> Iterator[BotServer]:
-    with BotServer() as server:
-        yield server
+def bot_server() -> Iterator[Server]:
+    with http_servers() as start:
+        yield start(bot_answer)
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +117,9 @@ async def test_a_bot_mentioned_in_a_room_answers_live_in_the_room(site, bot_serv
         await tab.until_text(f"pong: @{bot} ping", "the bot's answer")
     finally:
         await tab.close()
-    with bot_server.lock:
-        [(payload, signed)] = [item for item in bot_server.received if item[0]["bot"] == bot]
-    assert signed
+    [request] = [request for request in bot_server.received if request.json()["bot"] == bot]
+    payload = request.json()
+    assert signed(request)
     assert payload["message"]["author"] == alice.account.username
     assert payload["message"]["text"] == f"@{bot} ping"
     assert payload["message"]["room"] == tab.room

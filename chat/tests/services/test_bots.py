@@ -3,13 +3,9 @@ sent, and where its answer is posted, against a real HTTP server on this machine
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django_tasks_db.models import DBTaskResult
@@ -20,52 +16,18 @@ from chat.models import Message, Room
 from chat.services.messages import bot_message_deliver
 from chat.tests.conftest import direct_message
 from chat.webhooks import webhook_signature_valid
+from tests.support.http import Server, answer_text, http_servers
 
 pytestmark = pytest.mark.django_db
 
 TASK_PATH = "chat.services.messages.bot_message_deliver"
 
 
-@dataclass
-class BotServer:
-    url: str
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-
 @pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[dict], str]], BotServer]]:
+def serve() -> Iterator[Callable[[Callable[[dict], str]], Server]]:
     """A bot's server on 127.0.0.1: each POST is recorded, and answered with `reply(payload)` as text/plain."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(reply: Callable[[dict], str]) -> BotServer:
-        record = BotServer(url="")
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                record.received.append((dict(self.headers.items()), body))
-                data = reply(json.loads(body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        record.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        return record
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with http_servers() as start:
+        yield lambda reply: start(lambda handler: answer_text(reply(handler.received.json()))(handler))
 
 
 @pytest.fixture
@@ -143,7 +105,8 @@ def test_a_room_mention_is_posted_signed_and_the_answer_is_the_bots_message_in_t
 
     bot_message_deliver.call(message.pk, bot.pk)
 
-    [(headers, body)] = server.received
+    [request] = server.received
+    headers, body = request.headers, request.body
     secret = Bot.objects.get(user=bot).webhook_secret
     assert webhook_signature_valid(
         secret=secret, timestamp=headers["X-Chat-Timestamp"], body=body, signature=headers["X-Chat-Signature"]
@@ -167,7 +130,7 @@ def test_a_reply_s_answer_goes_in_the_same_thread(alice, bob, room, make_user, s
 
     bot_message_deliver.call(reply.pk, bot.pk)
 
-    assert json.loads(server.received[0][1])["message"]["thread"] == parent.pk
+    assert server.received[0].json()["message"]["thread"] == parent.pk
     answer = Message.objects.filter(author=bot).get()
     assert (answer.room_id, answer.parent_id, answer.body) == (room.pk, parent.pk, "pong: @pinger in here")
 
@@ -179,7 +142,7 @@ def test_a_direct_message_s_answer_goes_in_the_direct_conversation(alice, make_u
 
     bot_message_deliver.call(message.pk, bot.pk)
 
-    assert json.loads(server.received[0][1])["message"]["room"] == "@alice"
+    assert server.received[0].json()["message"]["room"] == "@alice"
     answer = Message.objects.filter(author=bot).get()
     assert (answer.room_id, answer.recipient_id, answer.body) == (message.room_id, alice.pk, "pong: ping privately")
 
