@@ -66,6 +66,20 @@ def message_log(*, room: Room, messages: list[Message], divider_id: int | None =
     return _render("message-log", context)
 
 
+def message_in_log(*, message: Message, room: Room | None, slot: str) -> str:
+    """A message as a log keeps it (chat.logs), `slot` where the log adds its classes ("continued", minutes left to
+    edit); `room` None for a whisper."""
+    return _render("message", {"message": message, "room": room, "log_slot": slot})
+
+
+def day_separator(*, message: object) -> str:
+    return _render("day-separator", {"message": message})
+
+
+def unread_divider() -> str:
+    return _render("unread-divider", {})
+
+
 def message_replaced(*, message: Message, whisper: bool = False) -> str:
     """An edited or retracted message, replacing it wherever it shows (as a whisper in room pages)."""
     return _render("message", {"message": message, "replace": True, "room": None if whisper else message.room})
