@@ -74,6 +74,25 @@ def message_log(
     return _render("message-log", context)
 
 
+def message_in_log(*, message: Message, room: Room | None, slot: str) -> str:
+    """A message as a log keeps it (chat.logs), `slot` where the log adds its classes ("continued", minutes left to
+    edit); `room` None for a whisper."""
+    return _render("message", {"message": message, "room": room, "log_slot": slot})
+
+
+def day_separator(*, message: object) -> str:
+    return _render("day-separator", {"message": message})
+
+
+def unread_divider() -> str:
+    return _render("unread-divider", {})
+
+
+def thread_open() -> str:
+    """What a log beside an open thread shows in place of its first message."""
+    return _render("thread-open", {})
+
+
 def message_replaced(*, message: Message, whisper: bool = False) -> str:
     """An edited or retracted message, replacing it wherever it shows (as a whisper in room pages)."""
     room = None if whisper else message.room.shared()

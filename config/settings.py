@@ -376,6 +376,9 @@ CHAT_SOCKET_RECHECK_SECONDS = float(os.environ.get("CHAT_SOCKET_RECHECK_SECONDS"
 # Bytes of rendered recent logs and online lists a process keeps for its rooms' sockets to share (least recently
 # used first out; a room with one socket here keeps none): chat.hub.online.
 CHAT_LOG_CACHE_BYTES = int(os.environ.get("CHAT_LOG_CACHE_BYTES", str(64 * 1024 * 1024)))
+# Bytes of rendered messages a process keeps, each rendered once and reused by every log that shows it (least
+# recently used first out): chat.logs.
+CHAT_FRAGMENT_CACHE_BYTES = int(os.environ.get("CHAT_FRAGMENT_CACHE_BYTES", str(64 * 1024 * 1024)))
 CHAT_PRESENCE_HEARTBEAT = float(os.environ.get("CHAT_PRESENCE_HEARTBEAT", "15"))
 CHAT_PRESENCE_TIMEOUT = float(os.environ.get("CHAT_PRESENCE_TIMEOUT", "45"))
 

@@ -194,12 +194,13 @@ def memory_run() -> dict:
         messages = selectors.room_messages_recent(room=room)
         return messages, fragments.message_log(room=room, messages=messages)
 
-    def as_now():
+    def as_now():  # each message's fragment, kept (shared with the process's fragment cache, chat.logs)
+        from chat import logs
         from chat.hub.online import CachedLog
 
+        logs.fragments_cache().clear()
         messages = selectors.room_messages_recent(room=room)
-        html = fragments.message_log(room=room, messages=messages)
-        return CachedLog.rendered(version=0, messages=messages, html=html)
+        return CachedLog(version=0, items=logs.log_items(messages, room=room))
 
     as_before(), as_now()  # templates compiled, caches warm
     before, now = retained(as_before), retained(as_now)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
 from functools import partial
 
 from channels.db import database_sync_to_async
-from django.conf import settings
-from django.utils import timezone
 
-from chat import fragments, selectors
+from chat import fragments, logs, selectors
 from chat.consumers.base import (
     CLOSE_INVALID_ROOM,
     CLOSE_NOT_FOUND,
@@ -52,10 +49,6 @@ logger = logging.getLogger(__package__)
 # The browser sends typing notices at most every 2 s; the server forwards at most one a second, below the
 # browser's period, so that it never drops a notice the browser's throttle let through (a flood it does drop).
 TYPING_THROTTLE_SECONDS = 1.0
-
-# A shared log holding a message still in its edit window is rendered again after this long (its minutes left),
-# and any shared log at midnight (its day separators).
-LOG_EDIT_MINUTES_FRESH_SECONDS = 60.0
 
 # The multi-line box's form (templates/chat/room.html): the htmx ws extension names it in HX-Trigger.
 LINES_FORM_ID = "message-lines"
@@ -210,9 +203,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         online_html = await hub().room_online(state)
         status = fragments.room_status(room=self.room) if extra is None else extra
         version = state.log_version
-        log = hub().log_cached(state)
-        fresh = log is not None and time.monotonic() < log.fresh_until
-        cached = log if fresh else None
+        cached = hub().log_cached(state)
         log_html, self.log_last_id, fresh = await database_sync_to_async(self.log_render)(cached, version)
         if fresh is not None:
             hub().log_keep(state, fresh)
@@ -221,40 +212,26 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         return self.room.for_reader(log_html + online_html + status + fragments.connection(state="live"))
 
     def log_render(self, cached: CachedLog | None, version: int) -> tuple[str, int, CachedLog | None]:
-        """This page's log and sidebar: the room's shared log, unless whispers or an unread divider make it its own."""
+        """This page's log and sidebar: the room's shared messages (rendered once, chat.logs), with the user's
+        whispers among them and the unread divider, assembled for this page."""
         # Read again now that the groups are joined: a room closed since it was loaded is not missed.
         self.room.refresh_from_db(fields=["read_only"])
-        fresh = room_messages = None
+        fresh = None
         if cached is None:
-            room_messages = selectors.room_messages_recent(room=self.room)
-            html = fragments.message_log(room=self.room.shared(), messages=room_messages)
-            cached = fresh = CachedLog.rendered(version=version, messages=room_messages, html=html)
-            window = timedelta(seconds=settings.CHAT_EDIT_WINDOW_SECONDS)
-            if room_messages and timezone.now() - room_messages[-1].created_at < window:
-                fresh.fresh_until = time.monotonic() + LOG_EDIT_MINUTES_FRESH_SECONDS
-            # Its day separators say "Today" and "Yesterday": not past midnight.
-            now = timezone.localtime()
-            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-            fresh.fresh_until = min(fresh.fresh_until, time.monotonic() + (midnight - now).total_seconds())
-        latest_id = cached.messages[-1].pk if cached.messages else 0
-        self.log_first_id = cached.messages[0].pk if cached.messages else 0
+            items = logs.log_items(selectors.room_messages_recent(room=self.room), room=self.room)
+            cached = fresh = CachedLog(version=version, items=items)
+        latest_id = cached.items[-1].pk if cached.items else 0
+        self.log_first_id = cached.items[0].pk if cached.items else 0
         last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
         sidebar_html = self.sidebar_render()
         # A room page shows the user's direct messages among the room's, as whispers.
         private = [] if self.room.is_direct else selectors.private_messages_recent(user=self.user)
-        # The shared log keeps no model instances: a page that needs its own render reads them again (below).
-        messages = selectors.messages_merged(cached.messages if room_messages is None else room_messages, private)
+        items = selectors.messages_merged(cached.items, logs.log_items(private, room=self.room))
         # Live messages already in this log are not forwarded again (a message may land in between).
-        last_id = messages[-1].pk if messages else 0
-        divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
-        if divider_id is None and not private and self.parent is None:
-            return cached.html + sidebar_html, last_id, fresh
-        if room_messages is None:
-            messages = selectors.messages_merged(selectors.room_messages_recent(room=self.room), private)
-            last_id = messages[-1].pk if messages else 0
-            divider_id = selectors.unread_divider_id(messages=messages, last_read_id=last_read_id, user=self.user)
+        last_id = items[-1].pk if items else 0
+        divider_id = selectors.unread_divider_id(messages=items, last_read_id=last_read_id, user=self.user)
         log_html = fragments.message_log(
-            room=self.room.shared(), messages=messages, divider_id=divider_id, open_thread_id=self.thread_id
+            room=self.room, messages=items, divider_id=divider_id, open_thread_id=self.thread_id
         )
         return log_html + sidebar_html, last_id, fresh
 

@@ -14,10 +14,9 @@ import asyncio
 import contextlib
 import itertools
 import sys
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -27,7 +26,8 @@ from chat import fragments, presence, selectors
 from chat.events import OnlineListChanged, PresenceChanged, RoomOnlineCounted
 from chat.groups import DIRECTORY_GROUP
 from chat.hub.subscriptions import Subscriptions
-from chat.models import Message, Room
+from chat.logs import LogItem, SharedRenders, log_nbytes
+from chat.models import Room
 
 # How often the presence changes of a moment are announced, as one frame per room.
 PRESENCE_TICK_SECONDS = 0.2
@@ -35,76 +35,18 @@ PRESENCE_TICK_SECONDS = 0.2
 USERNAMES_KEPT = 50_000
 
 
-class LoggedMessage(NamedTuple):
-    """What a page needs of a shared log's message to place its unread divider and its whispers among them."""
-
-    pk: int
-    author_id: int
-    is_private: bool
-
-
 @dataclass
 class CachedLog:
-    """A room's recent log as every socket without private messages or an unread divider gets it."""
+    """A room's recent log as its joining sockets share it: each message's fragment (chat.logs), from which every
+    join assembles its page's log (with its whispers, its unread divider, the minutes left to edit, the day names)."""
 
     version: int
-    # Not the model instances (with their authors and mentions, ~10 KiB each): a page that needs its own render
-    # (whispers, an unread divider) reads the room's messages again.
-    messages: list[LoggedMessage]
-    # UTF-8: as a str, the reaction pickers' emoji make Python keep four bytes a character.
-    html_utf8: bytes
-    # Until when (the loop's clock) it may be reused: a message still in its edit window shows the minutes it has
-    # left, which go stale within a minute; otherwise until the room changes.
-    fresh_until: float = float("inf")
-
-    @classmethod
-    def rendered(cls, *, version: int, messages: Iterable[Message], html: str) -> CachedLog:
-        logged = [LoggedMessage(m.pk, m.author_id, m.is_private) for m in messages]
-        return cls(version=version, messages=logged, html_utf8=html.encode())
-
-    @property
-    def html(self) -> str:
-        return self.html_utf8.decode()
+    # Not the model instances (with their authors and mentions, ~10 KiB each): the rendered items, as UTF-8.
+    items: list[LogItem]
 
     def nbytes(self) -> int:
-        """About what it holds in memory (a message's entry: the tuple and its id)."""
-        return sys.getsizeof(self.html_utf8) + sys.getsizeof(self.messages) + len(self.messages) * 96
-
-
-class SharedRenders:
-    """What the rooms' sockets share (recent logs, online lists), least recently used first, within a budget of
-    bytes (`CHAT_LOG_CACHE_BYTES`): a render that is evicted is made again by the next join that needs it."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key: Hashable) -> object | None:
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        self.entries.move_to_end(key)
-        return entry[0]
-
-    def put(self, key: Hashable, value: object, nbytes: int) -> None:
-        self.discard(key)
-        if nbytes > self.budget:
-            return
-        self.entries[key] = (value, nbytes)
-        self.bytes += nbytes
-        while self.bytes > self.budget:
-            _, (_, evicted) = self.entries.popitem(last=False)
-            self.bytes -= evicted
-
-    def discard(self, key: Hashable) -> None:
-        entry = self.entries.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry[1]
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
+        """About what it holds in memory: the items' bytes (shared with the message cache) and itself."""
+        return log_nbytes(self.items) + sys.getsizeof(self) + 64
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 from redis.asyncio.connection import AbstractConnection
 
 from accounts.models import User
@@ -19,9 +20,10 @@ from chat import broadcasts, presence, selectors
 from chat.events import Event, Fragment, LayerBack, RoomOnlineCounted, TypingNoticed
 from chat.groups import DIRECTORY_GROUP
 from chat.hub import CachedLog, hub, hubs_stop, online
-from chat.hub.online import LoggedMessage, SharedRenders
+from chat.hub.online import SharedRenders
 from chat.hub.recovery import LAYER_RETRY_SECONDS
-from chat.models import Message, Room
+from chat.logs import LogItem
+from chat.models import Room
 from chat.tests.conftest import joined
 from chat.transport import Frame
 from tests.support.servers import RedisServer
@@ -91,12 +93,22 @@ def test_shared_renders_stay_within_their_byte_budget_and_evict_the_least_recent
     assert renders.bytes == 400
 
 
-def test_a_shared_log_keeps_ids_and_authors_not_model_instances_and_its_html_as_utf8():
-    messages = [Message(pk=5, author_id=2, body="hello 👍", room_id=1)]
-    log = CachedLog.rendered(version=1, messages=messages, html="<ol><li>hello 👍</li></ol>")
-    assert log.messages == [LoggedMessage(5, 2, False)]
-    assert selectors.unread_divider_id(messages=log.messages, last_read_id=4, user=User(pk=3)) == 5
-    assert log.html == "<ol><li>hello 👍</li></ol>"
+def test_a_shared_log_keeps_rendered_items_not_model_instances_and_their_html_as_utf8():
+    moment = timezone.now()
+    item = LogItem(
+        pk=5,
+        author_id=2,
+        is_private=False,
+        created_at=moment,
+        day=moment.date(),
+        span=(2, "x"),
+        stamp=(),
+        head=b'<article class="message',
+        tail='"><p>hello 👍</p></article>'.encode(),
+    )
+    log = CachedLog(version=1, items=[item])
+    assert selectors.unread_divider_id(messages=log.items, last_read_id=4, user=User(pk=3)) == 5
+    assert "hello 👍" in item.html(continued=True, now=moment).decode()
     assert log.nbytes() < 1_000
 
 
@@ -110,7 +122,7 @@ async def test_a_room_with_one_socket_here_keeps_no_log_and_its_second_socket_sh
     bob_socket = await joined(bob)
     kept = hub().renders.get(("log", room.pk))
     assert isinstance(kept, CachedLog)
-    assert all(isinstance(message, LoggedMessage) for message in kept.messages)
+    assert all(isinstance(item, LogItem) for item in kept.items)
 
     await bob_socket.disconnect()
     await alice_socket.disconnect()
