@@ -10,6 +10,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.db.models import Exists, Subquery
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -62,6 +63,35 @@ def socket_grants_revoked(*, grants: Iterable[SocketGrant]) -> dict[SocketGrant,
         ):
             revoked[grant] = GRANT_ACCESS_WITHDRAWN
     return revoked
+
+
+def socket_grant_revoked(*, grant: SocketGrant) -> int | None:
+    """One socket's grant, checked before each of its writes: its close code, or None while it holds.
+
+    The same rules as `socket_grants_revoked`, in one query with a database-backed session engine: the user's row
+    with its session's data, its conversation's kind and whether it is a member beside it.
+    """
+    model = getattr(import_module(settings.SESSION_ENGINE).SessionStore, "get_model_class", None)
+    if model is None:
+        return socket_grants_revoked(grants=[grant]).get(grant)
+    live = model().objects.filter(session_key=grant.session_key, expire_date__gt=timezone.now())
+    found = get_user_model().objects.filter(pk=grant.user_id)
+    found = found.annotate(session_data=Subquery(live.values("session_data")))
+    if grant.room_id is not None:
+        member = Membership.objects.filter(room_id=grant.room_id, user_id=grant.user_id)
+        kind = Room.objects.filter(pk=grant.room_id).values("kind")
+        found = found.annotate(room_kind=Subquery(kind), member=Exists(member))
+    user = found.first()
+    if user is None or not user.is_active or user.session_data is None:
+        return GRANT_SESSION_ENDED
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if not session_logs_in(store().decode(user.session_data), user):
+        return GRANT_SESSION_ENDED
+    if grant.room_id is not None and (
+        user.room_kind is None or (user.room_kind != Room.Kind.PUBLIC and not user.member)
+    ):
+        return GRANT_ACCESS_WITHDRAWN
+    return None
 
 
 def sessions_data(*, session_keys: set[str]) -> dict[str, dict]:
