@@ -146,6 +146,8 @@ def deliver_in_room_order(room_id: int, steps: list, then: list, done: concurren
     def finished(task: asyncio.Task) -> None:
         if latest.get(room_id) is task:
             del latest[room_id]
+        if done.cancelled():  # its socket went away meanwhile: nobody to tell
+            return
         if task.cancelled():
             done.set_result(False)
         elif task.exception() is not None:

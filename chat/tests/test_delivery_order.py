@@ -42,6 +42,21 @@ async def test_a_message_the_layer_did_not_take_says_so_and_the_next_one_is_stil
     assert await asyncio.gather(*(asyncio.wrap_future(done) for done in handed)) == [False, True]
 
 
+async def test_a_message_whose_socket_went_away_is_still_published(monkeypatch):
+    sent = []
+
+    async def send(event, *groups):
+        await asyncio.sleep(0.01)
+        sent.append(event.message_id)
+        return True
+
+    monkeypatch.setattr(broadcasts, "send", send)
+    gone, kept = hand_over(7, 1), hand_over(7, 2)
+    asyncio.wrap_future(gone).cancel()  # the socket's task was cancelled while it waited
+    assert await asyncio.wrap_future(kept) is True
+    assert sent == [1, 2]
+
+
 def test_without_a_loop_nothing_is_handed_over():
     with broadcasts.deliveries_handed_over(None) as handed:
         assert getattr(broadcasts._handover, "value", None) is None
