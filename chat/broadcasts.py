@@ -12,12 +12,14 @@ through `send`, which decides what a failed publish means by the event's kind (c
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from asgiref.sync import async_to_sync
@@ -97,6 +99,69 @@ async def send(event: Event, *groups: str) -> bool:
 
 
 publish = async_to_sync(send)
+
+
+async def send_in_turn(steps: Iterable[tuple[Event, str]], then: Iterable[tuple[Event, str]] = ()) -> bool:
+    """Publish each (event, group) in order, none once one has failed; whether they all went. Then, only if they
+    did, each of `then`, whatever it answers."""
+    for event, group in steps:
+        if not await send(event, group):
+            return False
+    for event, group in then:
+        await send(event, group)
+    return True
+
+
+publish_in_turn = async_to_sync(send_in_turn)
+
+
+# A socket's post hands its room message's publishes to its event loop instead of waiting for them on channels' one
+# database thread (`deliveries_handed_over`): (loop, the futures handed over) while in it, on this thread.
+_handover = threading.local()
+# Per event loop, per room: the publishing of the room's latest message handed over, which the next one waits for.
+_room_latest: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Task]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextmanager
+def deliveries_handed_over(loop: asyncio.AbstractEventLoop | None) -> Iterator[list[concurrent.futures.Future]]:
+    """While in it, a room message's publishes start on `loop` once those of the room's earlier messages are done
+    (one order per room), and this thread goes on: each future of the list says whether its message went. Without a
+    loop, they are waited for here."""
+    handed: list[concurrent.futures.Future] = []
+    _handover.value = (loop, handed) if loop is not None else None
+    try:
+        yield handed
+    finally:
+        _handover.value = None
+
+
+def deliver_in_room_order(room_id: int, steps: list, then: list, done: concurrent.futures.Future) -> None:
+    """On the loop, in the order the database thread handed them over: publish after the room's previous message."""
+    latest = _room_latest.setdefault(asyncio.get_running_loop(), {})
+    task = asyncio.ensure_future(send_after(latest.get(room_id), steps, then))
+    latest[room_id] = task
+
+    def finished(task: asyncio.Task) -> None:
+        if latest.get(room_id) is task:
+            del latest[room_id]
+        if done.cancelled():  # its socket went away meanwhile: nobody to tell
+            return
+        if task.cancelled():
+            done.set_result(False)
+        elif task.exception() is not None:
+            done.set_exception(task.exception())
+        else:
+            done.set_result(task.result())
+
+    task.add_done_callback(finished)
+
+
+async def send_after(previous: asyncio.Task | None, steps: list, then: list) -> bool:
+    if previous is not None:
+        await asyncio.wait([previous])  # its outcome is its own author's to hear
+    return await send_in_turn(steps, then)
 
 
 def layer_answers(layer: object) -> None:
@@ -206,8 +271,6 @@ def message_posted(*, message: Message, first: bool = False) -> None:
         reply_posted(message=message)
         return
     room = message.room
-    # The conversation's pages first; the rest is not tried once the layer has failed (its pages catch up anyway).
-    delivered = True
     # The first of its day comes after a day separator; one following its author's within the same ten minutes
     # is shown as part of theirs (as the log's template groups them).
     previous = selectors.message_previous(message=message)
@@ -215,25 +278,21 @@ def message_posted(*, message: Message, first: bool = False) -> None:
     continued = (
         previous is not None and previous[0] == message.author_id and span(previous[1]) == span(message.created_at)
     )
+    # The conversation's pages first; the rest is not tried once the layer has failed (its pages catch up anyway).
+    steps: list[tuple[Event, str]] = []
     for group, whisper_of in message_groups(message=message):
         whisper = whisper_of is not None
         html = fragments.message_appended(
             message=message, whisper=whisper, new_day=new_day and not whisper, continued=continued and not whisper
         )
-        delivered = delivered and publish(
-            MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group
-        )
-    if delivered and first:
-        for user, peer in ((message.author, message.recipient), (message.recipient, message.author)):
-            shown = Room(pk=room.pk, name=room.name, kind=room.kind, last_message_at=room.last_message_at)
-            shown.peer = peer
-            conversation_joined(room=shown, user=user, unread=0 if user.pk == message.author_id else 1)
-    elif delivered:
+        steps.append((MessageAppended(html=html, message_id=message.pk, whisper_of=whisper_of), group))
+    if not first:
         news = ConversationNews(
             room_id=room.pk, message_id=message.pk, author_id=message.author_id, mentioned=message.mentioned_ids
         )
-        delivered = publish(news, room.sidebar_group)
-    if delivered and room.kind == Room.Kind.PUBLIC:
+        steps.append((news, room.sidebar_group))
+    flags: list[tuple[Event, str]] = []
+    if room.kind == Room.Kind.PUBLIC:
         news = RoomNews(
             room_id=room.pk,
             room_name=room.name,
@@ -241,16 +300,32 @@ def message_posted(*, message: Message, first: bool = False) -> None:
             author_id=message.author_id,
             created_at=message.created_at.timestamp(),
         )
-        delivered = publish(news, DIRECTORY_GROUP)
-        if delivered and message.mentioned_ids:
+        steps.append((news, DIRECTORY_GROUP))
+        if message.mentioned_ids:
             flag = MentionFlagged(room_id=room.pk, html=fragments.directory_mentioned(room=room))
-            for user_id in message.mentioned_ids:
-                publish(flag, directory_user_group(user_id))
+            flags = [(flag, directory_user_group(user_id)) for user_id in message.mentioned_ids]
+    handover = getattr(_handover, "value", None)
+    if handover is not None and not first:
+        loop, handed = handover
+        handed.append(concurrent.futures.Future())
+        loop.call_soon_threadsafe(deliver_in_room_order, room.pk, steps, flags, handed[-1])
+        return
+    # One hop to the event loop for them all, not one per publish (this thread waits for each hop).
+    delivered = publish_in_turn(steps, flags)
+    if delivered and first:
+        for user, peer in ((message.author, message.recipient), (message.recipient, message.author)):
+            shown = Room(pk=room.pk, name=room.name, kind=room.kind, last_message_at=room.last_message_at)
+            shown.peer = peer
+            conversation_joined(room=shown, user=user, unread=0 if user.pk == message.author_id else 1)
     if not delivered:
-        raise DeliveryError(
-            "Your message is saved, but it could not be delivered live right now; "
-            "others will see it when their page reconnects."
-        )
+        raise message_undelivered()
+
+
+def message_undelivered() -> DeliveryError:
+    return DeliveryError(
+        "Your message is saved, but it could not be delivered live right now; "
+        "others will see it when their page reconnects."
+    )
 
 
 def span(moment: datetime) -> str:

@@ -117,6 +117,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
         "max_size": DATABASE_POOL_SIZE,
         "timeout": 10,
     }
+# Channels' one database thread per process (every socket's queries) keeps its PostgreSQL connection this many
+# seconds instead of opening one per call (chat.db_thread); 0 opens one per call as requests do.
+SOCKET_CONN_MAX_AGE = int(os.environ.get("SOCKET_CONN_MAX_AGE", "300"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

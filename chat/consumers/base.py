@@ -26,7 +26,7 @@ from chat.events import (
     ThreadNews,
     ThreadRead,
 )
-from chat.grants import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, socket_grants_revoked
+from chat.grants import GRANT_ACCESS_WITHDRAWN, GRANT_SESSION_ENDED, SocketGrant, socket_grant_revoked
 from chat.groups import session_group
 from chat.hub import hub
 from chat.models import Membership, Message, Room, sidebar_group
@@ -268,10 +268,10 @@ class HubConsumer(AsyncWebsocketConsumer):
             self.grant = SocketGrant(session_key=session_key, user_id=self.user_id, room_id=self.showing_room_id)
 
     def grant_revoked(self) -> int | None:
-        """The close code when this socket's session or access no longer holds (a few queries; the database thread)."""
+        """The close code when this socket's session or access no longer holds (one query; the database thread)."""
         if self.grant is None:
             return GRANT_SESSION_ENDED
-        return socket_grants_revoked(grants=[self.grant]).get(self.grant)
+        return socket_grant_revoked(grant=self.grant)
 
     async def revoke(self, code: int) -> None:
         """The session or the access this socket was opened with no longer holds: close it, whatever was told."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from concurrent.futures import Future
 from functools import partial
 
 from channels.db import database_sync_to_async
 
-from chat import fragments, logs, selectors
+from chat import broadcasts, fragments, logs, selectors
 from chat.consumers.base import (
     CLOSE_INVALID_ROOM,
     CLOSE_NOT_FOUND,
@@ -280,12 +282,16 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             )
             await self.send_error("That message could not be read. Please type it again.")
 
-    def post_checked(self, text: str, thread: object = None) -> int | None:
-        """Store what the form sent while this socket's session and access hold; else the close code."""
+    def post_checked(
+        self, text: str, thread: object = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[int | None, list[Future]]:
+        """Store what the form sent while this socket's session and access hold; else the close code. With a `loop`,
+        the message is published from it, in the room's order, while this thread goes on: the futures say whether."""
         revoked = self.grant_revoked()
-        if revoked is None:
-            message_post(room=self.room, author=self.user, text=text, thread=thread)
-        return revoked
+        with broadcasts.deliveries_handed_over(loop) as handed:
+            if revoked is None:
+                message_post(room=self.room, author=self.user, text=text, thread=thread)
+        return revoked, handed
 
     def form(self, *, lines: bool, draft: str = "", reply: bool = False) -> str:
         """The box the message came from, fresh or holding `draft`: the one-line box, the multi-line one, or a
@@ -301,7 +307,10 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         form or an error."""
         reply = thread is not None
         try:
-            revoked = await database_sync_to_async(self.post_checked)(text, thread)
+            revoked, handed = await database_sync_to_async(self.post_checked)(text, thread, asyncio.get_running_loop())
+            for delivery in handed:
+                if not await asyncio.wrap_future(delivery):
+                    raise broadcasts.message_undelivered()
         except DeliveryError as error:
             logger.warning(
                 "message not delivered live",

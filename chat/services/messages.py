@@ -167,7 +167,7 @@ def message_create(
         Room.objects.filter(pk=room.pk).update(last_message_at=message.created_at)
     room.last_message_at = message.created_at
     if mentioned is not None:
-        message_mentions_record(message=message, users=mentioned)
+        message_mentions_add(message=message, users=mentioned)
     if parent is not None:
         thread_reply_record(reply=message, mentioned_ids=[user.pk for user in mentioned or []])
     # Who it notifies gets it emailed if they have not read it a while later (one query when that is nobody).
@@ -189,6 +189,16 @@ def message_mentions_find(*, body: str, author: User) -> list[User] | None:
         return None
     names = {match["username"].lower() for match in MENTION_RE.finditer(body)}
     return selectors.users_by_usernames(usernames=names - {author.username.lower()})
+
+
+def message_mentions_add(*, message: Message, users: list[User]) -> None:
+    """Record who a new message mentions: one INSERT (nothing to replace), and the users kept as its mentions."""
+    through = Message.mentions.through
+    through.objects.bulk_create([through(message_id=message.pk, user_id=user.pk) for user in users])
+    # As prefetch_related leaves them: message.mentions.all() answers from these, without a query.
+    mentions = message.mentions.all()
+    mentions._result_cache, mentions._prefetch_done = list(users), True
+    message._prefetched_objects_cache = {"mentions": mentions}
 
 
 def message_mentions_record(*, message: Message, users: list[User]) -> None:

@@ -156,6 +156,15 @@ def test_a_mention_of_an_existing_user_is_recorded_and_shown_as_a_mention(alice,
     assert message.body_html == '<p><span class="mention">@BOB</span> and @ghost, see @alice. mail a@b</p>'
 
 
+def test_a_mention_costs_one_query_to_find_the_user_and_one_to_record_it(alice, bob, room, django_assert_num_queries):
+    # INSERT, the room's last activity, who it names, the mention's row, who it notifies by email.
+    with django_assert_num_queries(5):
+        message = services.messages.message_create(room=room, author=alice, body="hello @bob")
+    with django_assert_num_queries(0):
+        assert (message.mentioned_ids, list(message.mentions.all())) == ([bob.pk], [bob])
+    assert list(Message.objects.get(pk=message.pk).mentions.all()) == [bob]
+
+
 def test_a_message_without_an_at_sign_costs_no_mention_query(alice, room, django_assert_num_queries):
     message = services.messages.message_create(room=room, author=alice, body="plain")
     with django_assert_num_queries(0):
