@@ -49,7 +49,7 @@ def nginx_binary() -> str | None:
 def nginx_config(ports: list[int], listen_port: int, directory: str, media_root: str | None = None) -> str:
     """deploy/nginx.conf as deploy/run.sh --nginx fills it in, for these daphne ports, plus the upstream header."""
     site = (BASE_DIR / "deploy" / "nginx.conf").read_text()
-    upstream = "upstream chat_daphne { least_conn; " + "".join(f"server 127.0.0.1:{p}; " for p in ports)
+    upstream = "upstream chat_daphne { least_conn; " + "".join(f"server 127.0.0.1:{p} max_fails=0; " for p in ports)
     site = re.sub(r"(?ms)^upstream chat_daphne \{.*?^\}", lambda _: upstream + "keepalive 32; }", site, count=1)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{listen_port};")
     site = site.replace("server_name chat.example.com;", "server_name 127.0.0.1 localhost;")
