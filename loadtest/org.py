@@ -57,6 +57,16 @@ CLOSE_GRACE_S = 5.0
 # The header a proxy in front of several processes may add to a socket's 101 answer, naming the process that took it
 # (loadtest.stack's nginx does): joins and deliveries are then counted per process too.
 UPSTREAM_HEADER = "X-Chat-Upstream"
+
+
+def upstream_of(ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The process that took the socket, as the proxy named it: the last one it tried (nginx lists every process it
+    tried, "a, b", when it passed the handshake on to the next one)."""
+    response = getattr(ws, "_response", None)  # aiohttp keeps the 101 answer there
+    named = response.headers.get(UPSTREAM_HEADER) if response is not None else None
+    return named.rsplit(",", 1)[-1].strip() if named else None
+
+
 # The server's default write limit for messages (CHAT_RATE_LIMIT_MESSAGES per CHAT_RATE_LIMIT_SECONDS): the generator
 # keeps each user under it, so refusals are the server's doing only if its limit is lower.
 USER_WINDOW_S = 10.0
@@ -417,8 +427,7 @@ class PlanScenario(Scenario):
                 tab.ws = ws
                 self.sockets.add(ws)
                 shaken = time.monotonic_ns()
-                response = getattr(ws, "_response", None)  # aiohttp keeps the 101 answer there
-                tab.upstream = response.headers.get(UPSTREAM_HEADER) if response is not None else None
+                tab.upstream = upstream_of(ws)
                 try:
                     async with asyncio.timeout(self.options.connect_timeout):
                         message = await ws.receive()

@@ -6,6 +6,14 @@ On a throwaway stack (loadtest.stack). Each simulated tab reconnects as the htmx
 code 1006, 1011, 1012 or 1013, with its full-jitter backoff (a random wait up to 1, 2, 4 ... 64 s). Messages sent
 before the restart must be in every tab's log afterwards (nothing lost) exactly once (nothing twice); one sent
 after it must reach every tab once. Prints one JSON line and a human line.
+
+    python -m loadtest.restart --rolling [--processes 3] [--sockets 500] [--message-rate 10] [organisation's shape]
+
+A rolling restart under an organisation's load: --processes daphne processes behind nginx, tabs of a seeded
+organisation open through it (rooms, direct conversations, directories), messages flowing, and each process in turn
+SIGTERMed, started again and waited for until it serves. Every message sent must be stored once or refused with an
+error the page shows, and every stored one shown once in each tab of its conversation after the reconnects
+(loadtest/README.md, "A rolling restart").
 """
 
 from __future__ import annotations
@@ -41,10 +49,10 @@ from loadtest.client import (
     raise_fd_limit,
     sign_in_many,
 )
-from loadtest.org import UPSTREAM_HEADER
+from loadtest.org import upstream_of
 from loadtest.scenarios import error_text
 from loadtest.seed import org_options
-from loadtest.stack import running
+from loadtest.stack import Stack, running
 
 RECONNECT_CODES = {1006, 1011, 1012, 1013}
 MESSAGE_ID_RE = re.compile(r'<article id="message-(\d+)"')
@@ -259,8 +267,7 @@ class Rolling:
             try:
                 async with gate if first else contextlib.nullcontext():
                     tab.ws = await open_socket_at(self.session, self.target, tab.path, tab.account, 15)
-                    response = getattr(tab.ws, "_response", None)
-                    tab.upstream = response.headers.get(UPSTREAM_HEADER) if response is not None else None
+                    tab.upstream = upstream_of(tab.ws)
                     tab.connection += 1
                     # The page's state: the log (a conversation) or the first frame (a directory).
                     async with asyncio.timeout(self.args.connect_timeout):
@@ -539,29 +546,42 @@ class Rolling:
         }
 
 
-async def rolling(args: argparse.Namespace) -> dict:
-    """An organisation on --processes daphne processes behind nginx; each restarted in turn under its load."""
-    from loadtest.bench import load_average, machine_speed_ms, seed_arguments, seed_stack
-    from loadtest.plan import Plan
+async def rolling(args: argparse.Namespace, stack: Stack | None = None, plan_path: str | None = None) -> dict:
+    """An organisation on --processes daphne processes behind nginx; each restarted in turn under its load.
+
+    On a throwaway stack seeded here, or on `stack` (behind nginx, with messages not limited per user) seeded with the
+    organisation at `plan_path`."""
+    from loadtest.bench import seed_arguments, seed_stack
 
     raise_fd_limit()
+    if stack is not None:
+        return await rolling_on(args, stack, plan_path)
     extra = {"CHAT_RATE_LIMIT_MESSAGES": "100000", **dict(item.split("=", 1) for item in args.env)}
-    with running(args.processes, args.layer, args.database, extra, nginx=True) as stack:
-        seeded = seed_stack(stack, "org", seed_arguments(args.org))
-        plan = Plan.load(seeded["plan"])
-        if not plan.sessions:
-            raise SystemExit("loadtest.restart --rolling needs the seed's sessions (no --form-sign-in)")
-        target = loopback_target(stack.front_url)
-        load_before = load_average()
-        async with new_session() as session:
-            summary = await Rolling(args, stack, plan, target, session).execute()
-        return {
-            "stack": {**stack.describe(), "processes": len(stack.servers)},
-            "organisation": plan.figures(),
-            "load_average": {"before": load_before, "after": load_average(), "cpus": os.cpu_count()},
-            "machine": {"python_loop_ms": machine_speed_ms()},
-            **summary,
-        }
+    with running(args.processes, args.layer, args.database, extra, nginx=True) as fresh:
+        seeded = seed_stack(fresh, "org", seed_arguments(args.org))
+        return await rolling_on(args, fresh, seeded["plan"])
+
+
+async def rolling_on(args: argparse.Namespace, stack: Stack, plan_path: str) -> dict:
+    from loadtest.bench import load_average, machine_speed_ms
+    from loadtest.plan import Plan
+
+    plan = Plan.load(plan_path)
+    if not plan.sessions:
+        raise SystemExit("loadtest.restart --rolling needs the seed's sessions (no --form-sign-in)")
+    if stack.front_url is None:
+        raise SystemExit("loadtest.restart --rolling needs nginx in front of the processes")
+    target = loopback_target(stack.front_url)
+    load_before = load_average()
+    async with new_session() as session:
+        summary = await Rolling(args, stack, plan, target, session).execute()
+    return {
+        "stack": {**stack.describe(), "processes": len(stack.servers)},
+        "organisation": plan.figures(),
+        "load_average": {"before": load_before, "after": load_average(), "cpus": os.cpu_count()},
+        "machine": {"python_loop_ms": machine_speed_ms()},
+        **summary,
+    }
 
 
 def rolling_line(summary: dict) -> str:
@@ -599,13 +619,17 @@ def rolling_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def rolling_main(argv: list[str]) -> int:
-    parser = rolling_parser()
-    args = parser.parse_args(argv)
+def rolling_arguments(argv: list[str]) -> argparse.Namespace:
+    """The options of --rolling; `org` holds the organisation's shape alone, for loadtest.seed."""
+    args = rolling_parser().parse_args(argv)
     shape = argparse.ArgumentParser(add_help=False)
     org_options(shape)
     args.org, _ = shape.parse_known_args(argv)
-    summary = asyncio.run(rolling(args))
+    return args
+
+
+def rolling_main(argv: list[str]) -> int:
+    summary = asyncio.run(rolling(rolling_arguments(argv)))
     print(json.dumps({"command": "python -m loadtest.restart " + " ".join(argv), **summary}), flush=True)
     print(rolling_line(summary), file=sys.stderr)
     m, logs = summary["messages"], summary["logs"]

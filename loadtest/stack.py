@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +155,7 @@ class Stack:
         """SIGTERM process `index`, start it again on its port, wait until it serves; what it took."""
         server = self.servers[index]
         started = time.monotonic()
-        exit_code = server.stop(timeout=30)
+        exit_code = server.stop(timeout=20)  # systemd's TimeoutStopSec in deploy/chat@.service, then SIGKILL
         stopped = time.monotonic()
         server.start()
         wait_until_serving(server.url, timeout)
@@ -218,7 +219,9 @@ def running(
         for index in range(processes):
             server = DaphneServer(env=env, log_path=Path(log_dir) / f"daphne{index}.log")
             stack.callback(server.stop)
-            servers.append(server.start())
+            servers.append(server)
+        with ThreadPoolExecutor(max_workers=processes) as pool:  # they start side by side, each a few seconds
+            list(pool.map(DaphneServer.start, servers))
         front = None
         if nginx:
             front = NginxServer([server.port for server in servers], log_dir)
