@@ -226,6 +226,9 @@ class Rolling:
         self.message_sender: list[int] = []
         self.message_owed: list[list[OrgTab]] = []
         self.sends = 0  # frames written, resends included
+        self.started = time.monotonic()
+        # Each message's frames: (s since the start, the process nginx named for the connection it went out on).
+        self.writes: dict[int, list[tuple[float, str | None]]] = {}
         self.resent = 0
         self.acked: set[int] = set()
         self.refused: dict[int, str] = {}
@@ -335,6 +338,7 @@ class Rolling:
         """Send the box's message on the tab's current connection (as htmx's ws-send does)."""
         tab.box_sent_on = tab.connection
         self.sends += 1
+        self.writes.setdefault(seq, []).append((round(time.monotonic() - self.started, 2), tab.upstream))
         frame = htmx_frame_at(f"rr:{self.run_id}:{seq} from tab {tab.index}", tab.page_url)
 
         async def send() -> None:
@@ -406,6 +410,7 @@ class Rolling:
             began = time.monotonic()
             record = await asyncio.to_thread(self.stack.restart, index)
             record.update(upstream=upstream, tabs_held=held, seconds=round(time.monotonic() - began, 2))
+            record["sigterm_at_s"] = round(began - self.started, 2)
             record["closes"] = sum(len(tab.closes) for tab in self.tabs) - closes_before
             restarts.append(record)
             print(f"restart: process {index} ({upstream}) holding {held} tabs: {record}", file=sys.stderr)
@@ -529,6 +534,12 @@ class Rolling:
                 "refusals": dict(Counter(self.refused.values()).most_common(3)),
                 "still_in_the_box": len(in_box),
                 "silently_dropped": dropped,
+                # What a message stored twice went through: its ids, and each frame's time and process.
+                "stored_twice_detail": [
+                    {"seq": seq, "ids": stored[seq], "frames": self.writes.get(seq, [])}
+                    for seq in range(sent)
+                    if len(stored.get(seq, [])) > 1
+                ][:20],
             },
             "logs": {
                 "checked": checked,
