@@ -73,7 +73,7 @@ if [ -n "$nginx_port" ]; then
     echo "  fastcgi_temp_path $log_dir; uwsgi_temp_path $log_dir; scgi_temp_path $log_dir;"
     # deploy/nginx.conf with this run's upstream, port, static and media folders.
     sed -e "/^upstream chat_daphne/,/^}/c\\
-upstream chat_daphne { least_conn; $(printf 'server 127.0.0.1:%s; ' "${ports[@]}")keepalive 32; }" \
+upstream chat_daphne { least_conn; $(printf 'server 127.0.0.1:%s max_fails=0; ' "${ports[@]}")keepalive 32; }" \
       -e "s#listen 80;#listen 127.0.0.1:$nginx_port;#" \
       -e "s#server_name chat.example.com;#server_name 127.0.0.1 localhost;#" \
       -e "s#/srv/chat/staticfiles/#$PWD/staticfiles/#" \

@@ -1,6 +1,6 @@
 """Benchmark: start a throwaway stack, run a load scenario against it, optionally profile the servers.
 
-    python -m loadtest.bench [--processes N] [--layer core|pubsub|memory] [--database postgres|sqlite]
+    python -m loadtest.bench [--processes N [--nginx]] [--layer core|pubsub|memory] [--database postgres|sqlite]
                              [--env NAME=VALUE] [--repeat K] [--profile DIR] [--reference]
                              SCENARIO [scenario options]
 
@@ -18,6 +18,11 @@ With --reference, each run first drives the same scenario against the bare broad
 (loadtest.reference: Twisted and autobahn, no Django) on this machine, and the record gives each figure of the
 chat as a ratio to it, beside both absolute figures and a machine-speed reference (a fixed pure-Python loop),
 so that a figure can be compared across machines that differ in speed.
+
+With --nginx, the load goes through an nginx in front of the processes (deploy/nginx.conf's settings, least_conn), as
+browsers reach a deployment; the org scenario then also gives figures per process (`per_process` in the record and a
+line each on stderr): its CPU per delivered message frame, background duty, RSS, and the joins of the tabs nginx sent
+to it.
 """
 
 from __future__ import annotations
@@ -197,6 +202,9 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres", help="database")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra server setting")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the scenario on the same stack")
+    parser.add_argument(
+        "--nginx", action="store_true", help="the load through nginx in front of the processes (one address)"
+    )
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the measurement window")
     parser.add_argument(
         "--reference", action="store_true", help="also run the scenario against loadtest.reference; report ratios"
@@ -204,6 +212,46 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenario", choices=["fanout", "ramp", "churn", "org", "many-rooms"])
     parser.add_argument("options", nargs=argparse.REMAINDER, help="options of the scenario")
     return parser
+
+
+def per_process(stack: Stack, summary: dict) -> list[dict]:
+    """The scenario's figures per server process, joined with what nginx said of each socket (its upstream)."""
+    processes = summary.get("per_process") or []
+    by_upstream = summary.get("by_upstream") or {}
+    index_of = stack.upstreams()
+    rows = []
+    for index, entry in enumerate(processes):
+        upstream = next((name for name, at in index_of.items() if at == index), None)
+        seen = by_upstream.get(upstream, {}) if upstream else {}
+        delivered = seen.get("delivered")
+        run_cpu = entry.get("run_cpu_s")
+        rows.append(
+            {
+                "index": index,
+                "upstream": upstream,
+                **entry,
+                "initial_opened": seen.get("initial_opened"),
+                "churn_opened": seen.get("churn_opened"),
+                "initial_join_p99_ms": (seen.get("initial_first_frame_ms") or {}).get("p99"),
+                "churn_join_p99_ms": (seen.get("churn_first_frame_ms") or {}).get("p99"),
+                "delivered": delivered,
+                "us_per_delivered_frame": round(run_cpu * 1e6 / delivered, 1) if run_cpu and delivered else None,
+            }
+        )
+    return rows
+
+
+def per_process_line(row: dict) -> str:
+    def mib(value: int | None) -> str:
+        return "-" if value is None else f"{value / 1024:.0f} MiB"
+
+    return (
+        f"process {row['index']} (pid {row['pid']}, {row['upstream'] or '-'}): {row['initial_opened']} tabs at first "
+        f"+ {row['churn_opened']} reopened, join p99 {row['initial_join_p99_ms']} ms (reopened "
+        f"{row['churn_join_p99_ms']} ms), {row['delivered']} delivered, {row['us_per_delivered_frame']} us/frame "
+        f"(cpu {row.get('run_cpu_s')} s), idle {row['idle_cpu_pct']}% of a core, rss {mib(row['rss_kb_connected'])} "
+        f"connected, peak {mib(row['rss_kb_peak'])}, end {mib(row['rss_kb_end'])}"
+    )
 
 
 def seed_stack(stack: Stack, kind: str, seed_argv: list[str]) -> dict:
@@ -254,7 +302,7 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict, seed_argv
         summary = await run(
             args.scenario,
             observer=profiler,
-            url=stack.urls,
+            url=stack.client_urls,
             server_pids=stack.daphne_pids,
             redis_pids=[stack.redis_pid] if stack.redis_pid else [],
             **options,
@@ -264,6 +312,7 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict, seed_argv
             profiler.stop()
         record = {
             "stack": {**stack.describe(), "processes": len(stack.urls), "database": args.database},
+            "per_process": per_process(stack, summary) if "per_process" in summary else None,
             "load_average": {"before": load_before, "after": load_average(), "cpus": os.cpu_count()},
             "summary": summary,
             "machine": {"python_loop_ms": machine_speed_ms()},
@@ -277,6 +326,8 @@ async def bench(args: argparse.Namespace, stack: Stack, options: dict, seed_argv
         print(json.dumps(record), flush=True)
         tag = f"[{label} {record['stack']['layer']} x{len(stack.urls)} load {load_before}]"
         print(tag, human_line(summary), file=sys.stderr)
+        for row in record["per_process"] or []:
+            print(f"[{label}] {per_process_line(row)}", file=sys.stderr)
         if reference is not None:
             print(f"[{label} reference] {human_line(reference)}", file=sys.stderr)
             ratios = ", ".join(
@@ -306,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     # Stopped with SIGTERM (a run in the background ignores SIGINT), the stack still stops and drops its database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with running(args.processes, args.layer, args.database, extra) as stack:
+    with running(args.processes, args.layer, args.database, extra, nginx=args.nginx) as stack:
         try:
             return asyncio.run(bench(args, stack, scenario_args, seed_argv))
         except LoadTestError as error:

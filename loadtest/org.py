@@ -54,6 +54,19 @@ from loadtest.scenarios import (
 # A message still owed to a tab the generator closes is forgiven (it was in flight); one sent longer ago than this
 # is counted apart as well: a sign of a delivery that was late or lost, not of one in flight.
 CLOSE_GRACE_S = 5.0
+# The header a proxy in front of several processes may add to a socket's 101 answer, naming the process that took it
+# (loadtest.stack's nginx does): joins and deliveries are then counted per process too.
+UPSTREAM_HEADER = "X-Chat-Upstream"
+
+
+def upstream_of(ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The process that took the socket, as the proxy named it: the last one it tried (nginx lists every process it
+    tried, "a, b", when it passed the handshake on to the next one)."""
+    response = getattr(ws, "_response", None)  # aiohttp keeps the 101 answer there
+    named = response.headers.get(UPSTREAM_HEADER) if response is not None else None
+    return named.rsplit(",", 1)[-1].strip() if named else None
+
+
 # The server's default write limit for messages (CHAT_RATE_LIMIT_MESSAGES per CHAT_RATE_LIMIT_SECONDS): the generator
 # keeps each user under it, so refusals are the server's doing only if its limit is lower.
 USER_WINDOW_S = 10.0
@@ -177,6 +190,7 @@ class Tab:
         "path",
         "ready",
         "target",
+        "upstream",
         "user",
         "ws",
     )
@@ -185,6 +199,7 @@ class Tab:
         self.index, self.user, self.conversation = index, user, conversation
         self.target, self.path, self.page_url = target, path, page_url
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.upstream: str | None = None  # the process behind a proxy that took the socket, when it says
         self.opened = self.closing = self.churned = False
         self.owed: set[int] = set()
         self.got: set[int] = set()
@@ -240,6 +255,11 @@ class PlanScenario(Scenario):
         self.open_now = 0
         self.peak_open = 0
         self.rss_samples: list[tuple[float, int]] = []
+        self.rss_peak_by_pid: dict[int, int] = {}
+        # Per process behind a proxy (its address, from UPSTREAM_HEADER): joins by phase, deliveries, frames.
+        self.first_frame_by: dict[str, dict[str, list[int]]] = {}
+        self.delivered_by: Counter[str] = Counter()
+        self.frames_by: Counter[str] = Counter()
         self.redis_counts: dict[str, tuple[float, int | None]] = {}
         self.mark_times: dict[str, float] = {}
         self.settle_s = 0.0
@@ -254,6 +274,9 @@ class PlanScenario(Scenario):
         """The servers' summed RSS every second: the peak between marks."""
         while True:
             values = [read_proc(pid) for pid in self.options.server_pids]
+            for pid, sample in zip(self.options.server_pids, values, strict=True):
+                if sample and sample["rss_kb"]:
+                    self.rss_peak_by_pid[pid] = max(self.rss_peak_by_pid.get(pid, 0), sample["rss_kb"])
             total = sum(sample["rss_kb"] or 0 for sample in values if sample)
             if total:
                 self.rss_samples.append((time.monotonic(), total))
@@ -275,6 +298,51 @@ class PlanScenario(Scenario):
         values = [read_proc(pid) for pid in self.options.server_pids]
         peaks = [sample["hwm_kb"] for sample in values if sample and sample["hwm_kb"]]
         return sum(peaks) if peaks else None
+
+    def per_process(self, *, run: tuple[str, str] | None = ("before", "after")) -> list[dict]:
+        """Each server process's own figures: background duty, CPU over the connects and the run, RSS."""
+        samples = self.server.samples
+        idle_wall = self.mark_times.get("idle_end", 0) - self.mark_times.get("idle_start", 0)
+        result = []
+        for pid in self.options.server_pids:
+
+            def cpu(start: str, end: str, pid: int = pid) -> float | None:
+                first, last = samples.get(start, {}).get(pid), samples.get(end, {}).get(pid)
+                return round(last["cpu_s"] - first["cpu_s"], 3) if first and last else None
+
+            def rss(name: str, pid: int = pid) -> int | None:
+                sample = samples.get(name, {}).get(pid)
+                return sample["rss_kb"] if sample else None
+
+            idle = cpu("idle_start", "idle_end")
+            entry = {
+                "pid": pid,
+                "connect_cpu_s": cpu("connect_start", "connected"),
+                "idle_cpu_s": idle,
+                "idle_cpu_pct": round(100 * idle / idle_wall, 2) if idle is not None and idle_wall > 0 else None,
+                "rss_kb_connected": rss("connected"),
+                "rss_kb_peak": self.rss_peak_by_pid.get(pid),
+                "rss_kb_end": rss(run[1]) if run else None,
+            }
+            if run:
+                entry["run_cpu_s"] = cpu(*run)
+            result.append(entry)
+        return result
+
+    def by_upstream(self) -> dict[str, dict]:
+        """Per process behind the proxy (by its address): tabs opened, their joins, what they were delivered."""
+        result = {}
+        for upstream in sorted(self.first_frame_by):
+            phases = self.first_frame_by[upstream]
+            result[upstream] = {
+                "initial_opened": len(phases.get("initial", [])),
+                "churn_opened": len(phases.get("churn", [])),
+                "initial_first_frame_ms": percentiles_ms(phases.get("initial", [])),
+                "churn_first_frame_ms": percentiles_ms(phases.get("churn", [])),
+                "delivered": self.delivered_by[upstream],
+                "frames": self.frames_by[upstream],
+            }
+        return result
 
     def redis_per_s(self, start: str, end: str) -> float | None:
         (t0, first), (t1, last) = self.redis_counts.get(start, (0, None)), self.redis_counts.get(end, (0, None))
@@ -359,6 +427,7 @@ class PlanScenario(Scenario):
                 tab.ws = ws
                 self.sockets.add(ws)
                 shaken = time.monotonic_ns()
+                tab.upstream = upstream_of(ws)
                 try:
                     async with asyncio.timeout(self.options.connect_timeout):
                         message = await ws.receive()
@@ -372,6 +441,8 @@ class PlanScenario(Scenario):
                 now = time.monotonic_ns()
                 self.connect_ns[phase].append(shaken - started)
                 self.first_frame_ns[phase].append(now - started)
+                if tab.upstream is not None:
+                    self.first_frame_by.setdefault(tab.upstream, {}).setdefault(phase, []).append(now - started)
                 self.join_ns[phase].append(now - shaken)
                 self.frames += 1
                 self.bytes += len(message.data)
@@ -388,6 +459,8 @@ class PlanScenario(Scenario):
                     self.frames += 1
                     self.bytes += len(message.data)
                     self.last_frame_ns = now
+                    if tab.upstream is not None:
+                        self.frames_by[tab.upstream] += 1
                     self.on_frame(tab, message.data, now)
         except _NET_ERRORS:
             if not opened:
@@ -562,6 +635,8 @@ class Org(PlanScenario):
                     tab.owed.discard(seq)
                     tab.got.add(seq)
                     self.delivered += 1
+                    if tab.upstream is not None:
+                        self.delivered_by[tab.upstream] += 1
                     self.outstanding -= 1
                     sent_ns = self.message_sent_ns[seq]
                     self.latencies.append(now - sent_ns)
@@ -817,6 +892,8 @@ class Org(PlanScenario):
         redis["commands_per_s"] = self.redis_per_s("before", "after")
         summary["redis"] = redis
         summary["generator"] = self.generator.summary()
+        summary["per_process"] = self.per_process()
+        summary["by_upstream"] = self.by_upstream()
         return summary
 
 
