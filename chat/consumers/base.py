@@ -94,6 +94,14 @@ class HubConsumer(AsyncWebsocketConsumer):
     # What the socket was opened with, checked before each write and in the hub's batches (chat.hub.recheck).
     grant: SocketGrant | None = None
 
+    async def websocket_connect(self, message: dict) -> None:
+        """Refused at the handshake while this process stops (1006): the browser tries again, by then on another
+        process (a proxy passes it on at once)."""
+        if server_restarting():
+            await self.close()
+            return
+        await super().websocket_connect(message)
+
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)

@@ -17,7 +17,6 @@ from chat.consumers.base import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     HubConsumer,
-    server_restarting,
     socket_log_fields,
 )
 from chat.consumers.reading import read_marks
@@ -151,10 +150,6 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         the sidebar."""
         conversation = self.scope["url_route"]["kwargs"]  # {"room_name": ...} or {"username": ...}
         name = next(iter(conversation.values()))
-        if server_restarting():
-            # Refused at the handshake (1006): the browser tries again, by then on another process.
-            await self.close()
-            return
         # Accept before refusing: a refused handshake looks like 1006, which the browser retries forever.
         await self.accept()
         if not self.user.is_authenticated:

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chat import services
+from chat.consumers import base as consumers_base
 from chat.models import Message
 from chat.tests.conftest import (
     ORIGIN,
@@ -563,3 +564,20 @@ async def test_a_message_following_its_authors_own_reads_as_part_of_it_and_anoth
     assert ["message--continued" in frame for frame in frames] == [False, True, False]
     await alice_socket.disconnect()
     await bob_socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("channel_layer")
+@pytest.mark.parametrize("path", ["/ws/chat/lobby/", "/ws/directory/"])
+async def test_a_stopping_process_refuses_new_sockets_of_every_kind_at_the_handshake(path, monkeypatch):
+    """While the server stops, a room page's or a directory's new socket is refused (the proxy or the browser tries
+    another process), so no new page holds the stop up."""
+    socket = WebsocketCommunicator(application, path, headers=[(b"origin", ORIGIN.encode())])
+    connected, _ = await socket.connect(timeout=5)
+    assert connected  # then closed, for want of a session: the handshake itself is taken
+    await socket.disconnect()
+
+    monkeypatch.setattr(consumers_base, "_server_restarting", True)
+    socket = WebsocketCommunicator(application, path, headers=[(b"origin", ORIGIN.encode())])
+    connected, _ = await socket.connect(timeout=5)
+    assert not connected
