@@ -372,3 +372,25 @@ def test_a_file_shared_in_a_thread_is_a_reply_and_a_bad_thread_stores_nothing(al
     upload = SimpleUploadedFile("plan.txt", b"step two\n", content_type="text/plain")
     response = client.post("/chat/lobby/attachments/", {"file": upload, "caption": "v3", "thread": str(parent.pk)})
     assert response["Location"] == f"/chat/lobby/threads/{parent.pk}/"
+
+
+def test_a_thread_link_swaps_the_conversations_part_in_its_page_and_is_a_plain_link_in_a_messages_history(
+    alice, lobby
+):
+    message = services.messages.message_create(room=lobby, author=alice, body="look back")
+    client = logged_in(alice)
+    room_link = tree(client.get("/chat/lobby/").content.decode()).find(id=f"thread-link-{message.pk}")
+    assert (room_link.attrs["hx-boost"], room_link.attrs["hx-target"], room_link.attrs["hx-select"]) == (
+        "true",
+        "#room",
+        "#room",
+    )
+    page = tree(client.get(f"/chat/lobby/messages/{message.pk}/").content.decode())
+    assert page.find(id="room") is None
+    history_link = page.find(id=f"thread-link-{message.pk}")
+    assert history_link.attrs["href"] == f"/chat/lobby/threads/{message.pk}/"
+    assert "hx-boost" not in history_link.attrs
+    # A boosted request gets the conversation's part alone.
+    part = client.get(f"/chat/lobby/threads/{message.pk}/", HTTP_HX_REQUEST="true", HTTP_HX_BOOSTED="true")
+    assert part.content.decode().lstrip().startswith('<section id="room"')
+    assert "HX-Request" in part["Vary"]
