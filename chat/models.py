@@ -174,8 +174,16 @@ class Message(models.Model):
     last_reply_at = models.DateTimeField(null=True, blank=True)
     # The latest repliers' usernames, the latest first (at most THREAD_REPLIERS_SHOWN).
     last_repliers = models.JSONField(default=list, blank=True)
+    # The key of the form it was sent from (a fresh one with each form the server renders): the same frame sent
+    # again, after a connection dropped before its answer came, finds its message stored and is not stored twice.
+    client_key = models.CharField(max_length=32, blank=True, default="", editable=False)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_key"], condition=~models.Q(client_key=""), name="chat_msg_author_key"
+            ),
+        ]
         indexes = [
             models.Index(fields=["parent", "id"], name="chat_msg_thread"),
             models.Index(fields=["room", "-id"], name="chat_msg_room_recent"),

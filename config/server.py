@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 CLOSE_SERVICE_RESTART = 1012
 # Seconds a stopping server gives its sockets to finish the frame in hand and close (SECURITY.md, "Restarts").
 SHUTDOWN_GRACE_SECONDS = 10.0
+# Of those, the most it waits for frames in hand before closing every socket with 1012 all the same: a message
+# stored but not answered by then is sent again by its page, under its form's key, and is not stored twice.
+FRAMES_IN_HAND_SECONDS = 4.0
 # Seconds a refused upload's connection stays open after the 413, reading and dropping what the client still sends,
 # so that the client reads the answer instead of a reset (RFC 9112, 9.6, "Tear-down"; nginx's lingering close).
 REFUSED_BODY_LINGER_SECONDS = 5.0
@@ -166,12 +169,17 @@ class RestartingServer(Server):
             self.stop()
 
     async def close_sockets(self) -> None:
-        """Quiesce the room sockets, close every socket with 1012, wait until their consumers are done."""
+        """Quiesce the room sockets (for FRAMES_IN_HAND_SECONDS at most), close every socket with 1012, wait until
+        their consumers are done."""
         from chat.consumers.base import sockets_open, sockets_stop_taking_frames  # the application, loaded by now
 
         try:
             async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
-                await sockets_stop_taking_frames()
+                try:
+                    async with asyncio.timeout(FRAMES_IN_HAND_SECONDS):
+                        await sockets_stop_taking_frames()
+                except TimeoutError:  # queued behind the database thread's work: their pages send them again
+                    logger.warning("frames still in hand at shutdown", extra={"open_sockets": sockets_open()})
                 for protocol in self.websockets(WebSocketProtocol.STATE_OPEN):
                     send_close_frame(protocol, CLOSE_SERVICE_RESTART)
                 while sockets_open() or self.websockets(WebSocketProtocol.STATE_CLOSING):

@@ -246,10 +246,13 @@ def htmx_frame(text: str, target: Target, room: str) -> str:
     return htmx_frame_at(text, target.room_page(room))
 
 
-def htmx_frame_at(text: str, page_url: str) -> str:
-    """The message form's frame as sent from the page at `page_url` (a room's, or a direct conversation's)."""
+def htmx_frame_at(text: str, page_url: str, key: str | None = None) -> str:
+    """The message form's frame as sent from the page at `page_url` (a room's, or a direct conversation's), with
+    the form's hidden `key` when given (32 hex digits: a message sent again under it is stored once)."""
+    fields = {} if key is None else {"key": key}
     return json.dumps(
         {
+            **fields,
             "message": text,
             "HEADERS": {
                 "HX-Request": "true",

@@ -339,7 +339,9 @@ class Rolling:
         tab.box_sent_on = tab.connection
         self.sends += 1
         self.writes.setdefault(seq, []).append((round(time.monotonic() - self.started, 2), tab.upstream))
-        frame = htmx_frame_at(f"rr:{self.run_id}:{seq} from tab {tab.index}", tab.page_url)
+        # The form's key stays with the text in the box: pressing Send again sends both again, as a page does.
+        key = f"{self.run_id:0>16}{seq:016x}"
+        frame = htmx_frame_at(f"rr:{self.run_id}:{seq} from tab {tab.index}", tab.page_url, key=key)
 
         async def send() -> None:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from concurrent.futures import Future
 from functools import partial
@@ -17,6 +18,7 @@ from chat.consumers.base import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     HubConsumer,
+    server_restarting,
     socket_log_fields,
 )
 from chat.consumers.reading import read_marks
@@ -53,6 +55,9 @@ TYPING_THROTTLE_SECONDS = 1.0
 
 # The multi-line box's form (templates/chat/room.html): the htmx ws extension names it in HX-Trigger.
 LINES_FORM_ID = "message-lines"
+
+# The key each message form carries (`{% message_key %}`): anything else is ignored, and the message stored without.
+MESSAGE_KEY_RE = re.compile(r"[0-9a-f]{32}")
 
 # Refusals no person at a browser causes (the form caps the length) or that mean a flood: logged as warnings.
 WARNING_REASONS = frozenset({"too_long", "rate_limited"})
@@ -141,7 +146,7 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         async with self.frame_in_hand:
             # The server is stopping (checked in the lock: a frame may have waited for it behind the restart):
             # the text stays in the browser's box and is sent again after reconnecting.
-            if self.restarting:
+            if self.restarting or server_restarting():
                 return
             await super().websocket_receive(message)
 
@@ -268,7 +273,9 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         if readable(payload.get("message")):
             headers = payload.get("HEADERS")
             lines = isinstance(headers, dict) and headers.get("HX-Trigger") == LINES_FORM_ID
-            await self.post_message(payload["message"], lines=lines, thread=payload.get("thread") or None)
+            key = payload.get("key")
+            key = key if isinstance(key, str) and MESSAGE_KEY_RE.fullmatch(key) else None
+            await self.post_message(payload["message"], lines=lines, thread=payload.get("thread") or None, key=key)
         elif payload.get("typing"):
             await self.announce_typing()
         else:
@@ -278,14 +285,18 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             await self.send_error("That message could not be read. Please type it again.")
 
     def post_checked(
-        self, text: str, thread: object = None, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        text: str,
+        thread: object = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        key: str | None = None,
     ) -> tuple[int | None, list[Future]]:
         """Store what the form sent while this socket's session and access hold; else the close code. With a `loop`,
         the message is published from it, in the room's order, while this thread goes on: the futures say whether."""
         revoked = self.grant_revoked()
         with broadcasts.deliveries_handed_over(loop) as handed:
             if revoked is None:
-                message_post(room=self.room, author=self.user, text=text, thread=thread)
+                message_post(room=self.room, author=self.user, text=text, thread=thread, key=key)
         return revoked, handed
 
     def form(self, *, lines: bool, draft: str = "", reply: bool = False) -> str:
@@ -297,12 +308,16 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
             return fragments.lines_form(room=self.room, draft=draft)
         return fragments.message_form(room=self.room, draft=draft)
 
-    async def post_message(self, text: str, *, lines: bool = False, thread: object = None) -> None:
-        """Store and publish what the form sent (a reply when it names a `thread`); answer the sender with a fresh
-        form or an error."""
+    async def post_message(
+        self, text: str, *, lines: bool = False, thread: object = None, key: str | None = None
+    ) -> None:
+        """Store and publish what the form sent (a reply when it names a `thread`; once for its form's `key`); answer
+        the sender with a fresh form or an error."""
         reply = thread is not None
         try:
-            revoked, handed = await database_sync_to_async(self.post_checked)(text, thread, asyncio.get_running_loop())
+            revoked, handed = await database_sync_to_async(self.post_checked)(
+                text, thread, asyncio.get_running_loop(), key
+            )
             for delivery in handed:
                 if not await asyncio.wrap_future(delivery):
                     raise broadcasts.message_undelivered()

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import prefetch_related_objects
 from django.utils import timezone
 from django_tasks import task
@@ -97,9 +97,12 @@ def rate_limited() -> ChatError:
     )
 
 
-def message_post(*, room: Room, author: User, text: str, thread: object = None) -> Message | None:
+def message_post(
+    *, room: Room, author: User, text: str, thread: object = None, key: str | None = None
+) -> Message | None:
     """Store what the user typed (a room or a private message, or a reply in the thread of the message `thread`
-    names) and publish it; None for blank text."""
+    names) and publish it; None for blank text, or for a text this author already sent under the form's `key` (the
+    same frame again, after an answer lost with its connection: stored once)."""
     # No keyboard types NUL and PostgreSQL cannot store it: a frame carrying one would fail the INSERT.
     text = text.replace("\x00", "")
     if not text.strip():
@@ -128,7 +131,12 @@ def message_post(*, room: Room, author: User, text: str, thread: object = None) 
                 parent = thread_parent_check(room=room, thread=thread)
             if parsed.recipient is not None:  # /pm: a message of the two people's conversation, wherever typed
                 room = direct_room_get_or_create(user=author, peer=parsed.recipient)
-            return message_create(room=room, author=author, body=parsed.body, created_at=created_at, parent=parent)
+            message = message_create(
+                room=room, author=author, body=parsed.body, created_at=created_at, parent=parent, key=key
+            )
+        if message is None and member is not None:  # already stored: this frame is not counted twice either
+            flood.message_forget(user_id=author.pk, member=member)
+        return message
     except BaseException as error:
         if member is not None and not isinstance(error, DeliveryError):  # not stored: the admission goes too
             flood.message_forget(user_id=author.pk, member=member)
@@ -141,16 +149,23 @@ def message_post(*, room: Room, author: User, text: str, thread: object = None) 
 
 
 def message_create(
-    *, room: Room, author: User, body: str, created_at: datetime | None = None, parent: Message | None = None
-) -> Message:
+    *,
+    room: Room,
+    author: User,
+    body: str,
+    created_at: datetime | None = None,
+    parent: Message | None = None,
+    key: str | None = None,
+) -> Message | None:
     """Store a message of a conversation (a direct one's names the other person as its recipient), or a reply in
-    the thread of `parent`."""
+    the thread of `parent`; None, with nothing stored or published, when `key` finds it already stored."""
     recipient = None
     if room.is_direct:
         recipient = room.peer if room.peer is not None else selectors.direct_peer(room=room, user=author)
     # Mentions are looked up first: the rendering marks them, and is stored with the row in one INSERT.
     mentioned = None if recipient is not None else message_mentions_find(body=body, author=author)
-    message = Message.objects.create(
+    message = message_insert(
+        key=key,
         room=room,
         author=author,
         recipient=recipient,
@@ -159,6 +174,8 @@ def message_create(
         created_at=created_at or timezone.now(),
         parent=parent,
     )
+    if message is None:
+        return None
     # The directory and the sidebars order by it; a direct conversation's first message puts it in both sidebars.
     first = room.is_direct and Room.objects.filter(pk=room.pk, last_message_at=None).update(
         last_message_at=message.created_at
@@ -181,6 +198,21 @@ def message_create(
     # Published once stored: at once in autocommit, after the commit inside a transaction.
     transaction.on_commit(partial(broadcasts.message_posted, message=message, first=bool(first)), robust=False)
     return message
+
+
+def message_insert(*, key: str | None, **fields: object) -> Message | None:
+    """INSERT the message under its form's `key`; None when its author stored this text under that key already. The
+    same key on another text (typed over before the fresh form came) is stored too, without the key."""
+    if key is None:
+        return Message.objects.create(**fields)
+    try:
+        with transaction.atomic():  # a savepoint: the clash leaves the caller's transaction usable
+            return Message.objects.create(client_key=key, **fields)
+    except IntegrityError:
+        if Message.objects.filter(author=fields["author"], client_key=key, body=fields["body"]).exists():
+            logger.info("message sent again", extra={"reason": "duplicate_key"})
+            return None
+        return Message.objects.create(**fields)
 
 
 def message_mentions_find(*, body: str, author: User) -> list[User] | None:

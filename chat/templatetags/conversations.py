@@ -12,10 +12,13 @@ once per view (a log of fifty messages has some two hundred).
 one), in the current time zone.
 `{{ message|edit_minutes_left }}`: whole minutes (rounded up) its author may still edit it, as the stylesheet's
 `edit-left-<n>` classes count them (0 to 15; empty beyond: the links stay until the next render).
+`{% message_key %}`: a fresh key for a message form, which its message is stored under once (a frame sent again
+finds it stored).
 `{% log_messages %}`: the context's `chat_messages` as a log (chat.logs), for its `room`, with the unread divider
 before `divider_id`.
 """
 
+import secrets
 from datetime import datetime, timedelta
 
 from django import template
@@ -31,6 +34,11 @@ from chat import logs
 from chat.models import REACTION_EMOJI, Message, Room
 
 register = template.Library()
+
+
+@register.simple_tag
+def message_key() -> str:
+    return secrets.token_hex(16)
 
 
 @register.simple_tag

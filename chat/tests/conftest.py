@@ -107,10 +107,11 @@ def direct_message(author: User, recipient: User, body: str):
     return services.messages.message_create(room=room, author=author, body=body)
 
 
-def send_message(socket: WebsocketCommunicator, text: str):
-    """Send a frame exactly as the htmx ws extension does for the message form."""
+def send_message(socket: WebsocketCommunicator, text: str, key: str | None = None):
+    """Send a frame exactly as the htmx ws extension does for the message form (with its hidden `key`, if given)."""
     headers = {"HX-Request": "true", "HX-Trigger": "message-form", "HX-Trigger-Name": None, "HX-Target": None}
-    return socket.send_to(text_data=json.dumps({"message": text, "HEADERS": headers}))
+    fields = {"message": text} if key is None else {"key": key, "message": text}
+    return socket.send_to(text_data=json.dumps({**fields, "HEADERS": headers}))
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -581,3 +581,15 @@ async def test_a_stopping_process_refuses_new_sockets_of_every_kind_at_the_hands
     socket = WebsocketCommunicator(application, path, headers=[(b"origin", ORIGIN.encode())])
     connected, _ = await socket.connect(timeout=5)
     assert not connected
+
+
+async def test_a_stopping_process_takes_no_more_frames_on_its_open_sockets(alice, monkeypatch):
+    """Once the server stops, a frame is left in the browser's box (sent again after the reconnect), even on a socket
+    whose own quiescing has not come yet: the process stops taking frames at once, not socket by socket."""
+    socket = await joined(alice)
+    monkeypatch.setattr(consumers_base, "_server_restarting", True)
+    await send_message(socket, "sent as the server stops")
+
+    assert await hears_only_presence(socket, quiet=0.5)
+    assert not await sync_to_async(Message.objects.exists)()
+    await socket.disconnect()

@@ -4,6 +4,7 @@ must not grow with replies or threads. What a user sees: pages, status codes, so
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -127,6 +128,7 @@ def test_the_thread_page_shows_the_message_its_replies_and_a_reply_form_and_read
     form = page.find("form", id="thread-form")
     assert "ws-send" in form.attrs
     fields = {node.attrs.get("name"): node.attrs.get("value") for node in form.find_all("input")}
+    assert re.fullmatch(r"[0-9a-f]{32}", fields.pop("key"))  # the reply is stored once, however often it is sent
     assert fields == {"thread": str(parent.pk), "message": ""}
     # The log is beside the thread; the thread's first message shows once, in the thread (one element per id).
     log = page.find(id="messages")

@@ -32,6 +32,9 @@ DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 LIVE_MS = 5_000
 # Long enough for the ws extension's backoff (full jitter: 1, 2, 4, 8 s caps) to find a restarted server.
 RECONNECT_MS = 25_000
+# After a long outage the extension waits up to 64 s between two tries (1 s x 2^min(tries, 6), times a random
+# fraction), so a page that was offline for half a minute or more is sure to be back only after that, plus its join.
+RECONNECT_AFTER_OUTAGE_MS = 64_000 + 15_000
 SOCKET_PATH = "/ws/chat/"
 DIRECTORY_SOCKET_PATH = "/ws/directory/"
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import Browsing, ChatServer, ChatUser
-from tests.e2e.harness import LIVE_MS, RECONNECT_MS
+from tests.e2e.harness import LIVE_MS, RECONNECT_AFTER_OUTAGE_MS
 from tests.e2e.test_chat import SCREENSHOTS
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def test_when_the_server_stops_the_page_says_it_is_reconnecting_and_live_again_o
     tab.page.screenshot(path=str(SCREENSHOTS / "connection-reconnecting.png"))
 
     server.start()
-    tab.wait_connected(timeout_ms=RECONNECT_MS, after=opened)
+    tab.wait_connected(timeout_ms=RECONNECT_AFTER_OUTAGE_MS, after=opened)
     expect(connection.get_by_text("Live", exact=True)).to_be_visible(timeout=LIVE_MS)
     expect(connection.get_by_text("Reconnecting…")).to_be_hidden()
 
