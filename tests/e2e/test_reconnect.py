@@ -74,3 +74,30 @@ def test_when_the_server_restarts_then_both_pages_reconnect_and_the_next_message
         expect(tab.message("first")).to_have_count(1)
         expect(tab.online_user(alice.username)).to_be_visible(timeout=LIVE_MS)
         expect(tab.online_user(bob.username)).to_be_visible(timeout=LIVE_MS)
+
+
+def test_a_message_sent_twice_while_the_server_is_down_arrives_once_when_it_is_back(
+    browsing: Browsing, restartable_server: ChatServer, new_room: Callable[[str], str]
+) -> None:
+    """Enter pressed twice while the connection is down: the page queues both frames and sends them once it is back,
+    the same text under the same form key; the room sees the message once."""
+    server = restartable_server
+    room = new_room("twice")
+    alice, bob = browsing.user("alice", server), browsing.user("bob", server)
+    alice_tab, bob_tab = alice.open_room(room), bob.open_room(room)
+    sockets = {tab.user.username: tab.sockets_opened() for tab in (alice_tab, bob_tab)}
+
+    server.stop()
+    alice_tab.send("pressed twice while the server was down")
+    alice_tab.message_input.press("Enter")
+    expect(alice_tab.message_input).to_have_value("pressed twice while the server was down")
+    server.start()
+
+    for tab in (alice_tab, bob_tab):
+        tab.wait_connected(timeout_ms=RECONNECT_MS, after=sockets[tab.user.username])
+    expect(alice_tab.message_input).to_have_value("", timeout=LIVE_MS)
+    # Frames of one socket are taken in order: once the next message shows, a second copy would have shown before it.
+    alice_tab.post("and then this")
+    for tab in (alice_tab, bob_tab):
+        expect(tab.message("and then this")).to_have_count(1, timeout=LIVE_MS)
+        expect(tab.message("pressed twice while the server was down")).to_have_count(1)
