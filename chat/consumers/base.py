@@ -115,6 +115,9 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.sidebar_levels, self.notify_unread, self.threads_unread = {}, {}, {}
         # Held while a frame is handled, so that a restart closes the socket between frames, not during one.
         self.frame_in_hand = asyncio.Lock()
+        # Held while a snapshot is made and sent: one that the layer's return asks for while the join's is being
+        # made waits for it, and each replays the events held during its own.
+        self.snapshotting = asyncio.Lock()
         _open_sockets.add(self)
         try:
             while True:
@@ -181,22 +184,24 @@ class HubConsumer(AsyncWebsocketConsumer):
         """Send what `make` returns (the page's state), then what the groups' events brought meanwhile, in order.
 
         Held until then: a frame sent before the snapshot would be replaced by it (an arrival lost from the list).
+        One snapshot at a time: a second (the layer back while the join's is made) is made after the first.
         """
-        self.held = []
-        try:
-            await self.send(text_data=await make())
-        finally:
-            held, self.held = self.held, None
-            for event in held:
-                if isinstance(event, ThreadNews):
-                    await self.thread_news(event)
-                    continue
-                if isinstance(event, ConversationNews):
-                    frames = self.sidebar_frames(event)
-                else:
-                    frames = [frame] if (frame := self.frame_for(event)) is not None else []
-                for frame in frames:
-                    await self.deliver(frame)
+        async with self.snapshotting:
+            self.held = []
+            try:
+                await self.send(text_data=await make())
+            finally:
+                held, self.held = self.held, None
+                for event in held:
+                    if isinstance(event, ThreadNews):
+                        await self.thread_news(event)
+                        continue
+                    if isinstance(event, ConversationNews):
+                        frames = self.sidebar_frames(event)
+                    else:
+                        frames = [frame] if (frame := self.frame_for(event)) is not None else []
+                    for frame in frames:
+                        await self.deliver(frame)
 
     def sidebar_frames(self, event: ConversationNews) -> list[Frame]:
         """A message in one of the user's other conversations: one more on its badge (rendered once per count), and

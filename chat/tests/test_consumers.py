@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from chat import services
 from chat.consumers import base as consumers_base
+from chat.events import TypingNoticed
 from chat.models import Message
 from chat.tests.conftest import (
     ORIGIN,
@@ -593,3 +594,38 @@ async def test_a_stopping_process_takes_no_more_frames_on_its_open_sockets(alice
     assert await hears_only_presence(socket, quiet=0.5)
     assert not await sync_to_async(Message.objects.exists)()
     await socket.disconnect()
+
+
+async def test_a_snapshot_asked_for_while_another_is_made_waits_for_it_and_nothing_held_is_lost():
+    """The layer comes back while a join's snapshot is being made: the second snapshot is made after the first,
+    and what came meanwhile is sent after the snapshot it came during (both once; no socket crashes)."""
+    consumer = consumers_base.HubConsumer()
+    consumer.snapshotting = asyncio.Lock()
+    sent: list[str] = []
+
+    async def send(text_data: str) -> None:
+        sent.append(text_data)
+
+    async def deliver(frame) -> None:
+        sent.append(frame.text)
+
+    consumer.send, consumer.deliver = send, deliver
+    join_made = asyncio.Event()
+
+    async def join_snapshot() -> str:
+        await join_made.wait()
+        return "the join's snapshot"
+
+    async def layer_back_snapshot() -> str:
+        return "the snapshot after the layer's return"
+
+    first = asyncio.create_task(consumer.send_snapshot(join_snapshot))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(consumer.send_snapshot(layer_back_snapshot))
+    await asyncio.sleep(0)
+    consumer.held.append(TypingNoticed(html="a live event", typist_id=2))
+    join_made.set()
+    await asyncio.gather(first, second)
+
+    assert sent == ["the join's snapshot", "a live event", "the snapshot after the layer's return"]
+    assert consumer.held is None
