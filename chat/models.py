@@ -3,12 +3,13 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models.functions import Lower
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -98,7 +99,7 @@ class Room(models.Model):
     def url(self, view: str = "room", *args: object) -> str:
         """The URL of one of the conversation's pages for this reader (chat.urls.conversation_urls)."""
         prefix, key = self.path_args
-        return reverse(f"{prefix}:{view}", args=[key, *args])
+        return conversation_path(f"{prefix}:{view}", (key, *args), get_script_prefix())
 
     @property
     def group_name(self) -> str:
@@ -138,6 +139,13 @@ class Room(models.Model):
 
 def sidebar_group(room_id: int) -> str:
     return f"sidebar_{room_id}"
+
+
+@lru_cache(maxsize=10_000)
+def conversation_path(view: str, args: tuple, script_prefix: str) -> str:
+    """reverse() of a conversation's page, once per conversation and page: a sidebar names each conversation, a log
+    each message's thread, on every render."""
+    return reverse(view, args=args)
 
 
 class Message(models.Model):
