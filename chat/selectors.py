@@ -272,9 +272,14 @@ def conversation_messages(*, room: Room, after: int | None, limit: int) -> list[
     return list(reversed(messages.order_by("-id")[:limit]))
 
 
-def private_messages_recent(*, user: User, before: int | None = None, limit: int | None = None) -> list[Message]:
+def private_messages_recent(
+    *, user: User, before: int | None = None, limit: int | None = None, rooms: list[int] | None = None
+) -> list[Message]:
     """The newest messages of the user's direct conversations (older than `before`), oldest first: their
-    whispers in a room page."""
+    whispers in a room page. `rooms`: those conversations' ids when the caller has them (a page's sidebar lists
+    every direct conversation with a message): no query at all when there are none."""
+    if rooms is not None:
+        return _recent(Q(room_id__in=rooms), before=before, limit=limit) if rooms else []
     direct = Membership.objects.filter(user_id=user.pk, room__kind=Room.Kind.DIRECT).values("room_id")
     return _recent(Q(room__in=direct), before=before, limit=limit)
 
@@ -366,7 +371,10 @@ class FollowedThread:
 
 def threads_followed(*, user: User) -> list[FollowedThread]:
     """The threads the user follows that have a reply, the latest reply first, each with the replies they have not
-    seen (never their own; none while its conversation is muted): two queries, however many threads."""
+    seen (never their own; none while its conversation is muted): two queries, however many threads; one, and
+    little to build, for the many who follow none with a reply (every page's sidebar asks)."""
+    if not ThreadFollow.objects.filter(user_id=user.pk, thread__reply_count__gt=0).exists():
+        return []
     follows = ThreadFollow.objects.filter(
         user_id=user.pk, thread__reply_count__gt=0, thread__room__in=rooms_readable_by(user=user)
     )

@@ -169,6 +169,8 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.notify_unread = {room.pk: room.notify_count for room in rooms}
         self.threads_unread = dict(sidebar.threads_unread)
         self.sidebar_counted_up_to = sidebar.counted_up_to
+        # The direct conversations with a message: the only ones whose messages a room page shows as whispers.
+        self.direct_room_ids = [room.pk for room in sidebar.people if room.last_message_at is not None]
         self.title_count = None
         return fragments.sidebar(sidebar=sidebar) + self.title_changed()
 

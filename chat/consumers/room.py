@@ -227,7 +227,9 @@ class ChatRoomConsumer(ThreadPage, HubConsumer):
         last_read_id = conversation_mark_read(room=self.room, user=self.user, latest_id=latest_id, join=True)
         sidebar_html = self.sidebar_render()
         # A room page shows the user's direct messages among the room's, as whispers.
-        private = [] if self.room.is_direct else selectors.private_messages_recent(user=self.user)
+        private = []
+        if not self.room.is_direct:
+            private = selectors.private_messages_recent(user=self.user, rooms=self.direct_room_ids)
         items = selectors.messages_merged(cached.items, logs.log_items(private, room=self.room))
         # Live messages already in this log are not forwarded again (a message may land in between).
         last_id = items[-1].pk if items else 0
