@@ -86,14 +86,16 @@ def room_messages(request: HttpRequest, room: str, after: int | None = AFTER, li
     return messages_page(conversation, after=after, limit=limit)
 
 
-@api.post("/rooms/{room}/messages", response={201: MessageOut, **WRITE_ERRORS}, summary="Post to a room")
+@api.post(
+    "/rooms/{room}/messages", response={200: MessageOut, 201: MessageOut, **WRITE_ERRORS}, summary="Post to a room"
+)
 def room_message_post(request: HttpRequest, room: str, payload: MessageIn) -> HttpResponse | Status:
     """Post a message to a room one may read; it reaches the room's open pages live."""
     refusal = http_limits.refused(request, "api")
     if refusal is not None:
         return refusal
     conversation = services.rooms.conversation_open(user=request.user, room_name=room, create=False)
-    return Status(201, message_post(request, conversation, payload))
+    return message_post(request, conversation, payload)
 
 
 @api.get("/dm/{username}/messages", response={200: MessagesOut, **READ_ERRORS}, summary="A direct conversation")
@@ -102,13 +104,15 @@ def direct_messages(request: HttpRequest, username: str, after: int | None = AFT
     return messages_page(direct_open(request, username), after=after, limit=limit)
 
 
-@api.post("/dm/{username}/messages", response={201: MessageOut, **WRITE_ERRORS}, summary="Post to a person")
+@api.post(
+    "/dm/{username}/messages", response={200: MessageOut, 201: MessageOut, **WRITE_ERRORS}, summary="Post to a person"
+)
 def direct_message_post(request: HttpRequest, username: str, payload: MessageIn) -> HttpResponse | Status:
     """Send a message to one's conversation with that person; it reaches both people's open pages live."""
     refusal = http_limits.refused(request, "api")
     if refusal is not None:
         return refusal
-    return Status(201, message_post(request, direct_open(request, username), payload))
+    return message_post(request, direct_open(request, username), payload)
 
 
 def direct_open(request: HttpRequest, username: str) -> Room:
@@ -123,15 +127,19 @@ def messages_page(conversation: Room, *, after: int | None, limit: int) -> dict:
     return {"messages": [message_out(message, room=conversation) for message in messages]}
 
 
-def message_post(request: HttpRequest, conversation: Room, payload: MessageIn) -> dict:
-    """Through the same service as the page and the socket: parsing, length, flood, read-only, publish on commit."""
+def message_post(request: HttpRequest, conversation: Room, payload: MessageIn) -> Status:
+    """Through the same service as the page and the socket: parsing, length, flood, read-only, publish on commit.
+    201 with the message; 200 with the one stored first when the same text comes again under its `key`."""
     message = services.messages.message_post(
-        room=conversation, author=request.user, text=payload.text, thread=payload.thread
+        room=conversation, author=request.user, text=payload.text, thread=payload.thread, key=payload.key
     )
+    status = 201
+    if message is None and payload.key is not None:
+        message, status = selectors.message_by_key(author=request.user, key=payload.key), 200
     if message is None:
         raise HttpError(400, 'A message needs some text: send {"text": "..."}.')
     # `/pm <username> <text>` lands in that conversation, as on the page: the message says where.
-    return message_out(message, room=message.room)
+    return Status(status, message_out(message, room=message.room))
 
 
 # --- Refusals: always {"error": "<sentence>"} ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from ninja import Schema
+from ninja import Field, Schema
 
 from chat.models import Message, Room
 
@@ -35,6 +35,9 @@ class MessageIn(Schema):
     text: str
     # The message this one replies to in its thread (chat.services.threads checks it).
     thread: int | None = None
+    # The client's key for this message (32 lowercase hex digits, as the page's forms send): the same text posted
+    # again under it (a retry after a lost answer) is answered 200 with the message stored the first time.
+    key: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
 
 
 class MessageOut(Schema):

@@ -404,6 +404,17 @@ def threads_followed(*, user: User) -> list[FollowedThread]:
     ]
 
 
+def message_by_key(*, author: User, key: str) -> Message | None:
+    """The message the author stored under a client's key (chat.services.messages.message_insert), its conversation
+    as the author sees it."""
+    message = (
+        Message.objects.filter(author=author, client_key=key).select_related("room", "author", "recipient").first()
+    )
+    if message is not None and message.room.is_direct:
+        message.room.peer = message.recipient  # the author's other person
+    return message
+
+
 def reply_parent_id(*, room: Room, message_id: int) -> int | None:
     """The thread of the conversation's message when it is a reply, else None."""
     return Message.objects.filter(room=room, pk=message_id).values_list("parent_id", flat=True).first()

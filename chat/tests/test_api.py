@@ -561,3 +561,28 @@ async def test_a_message_posted_over_the_api_reaches_an_open_page_live(alice, bo
     frame = await receive_until(page, lambda f: "hello from a script" in f)
     assert f'id="message-{response.json()["id"]}"' in frame
     await page.disconnect()
+
+
+def test_a_post_sent_again_under_its_key_answers_200_with_the_message_stored_once(alice, alice_token, bob, lobby):
+    key = "c" * 32
+    first = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "retried after a timeout", "key": key})
+    again = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "retried after a timeout", "key": key})
+    direct = [post("/api/v1/dm/bob/messages", alice_token, {"text": "just once", "key": "d" * 32}) for _ in range(2)]
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert [response.status_code for response in direct] == [201, 200]
+    assert direct[1].json() == direct[0].json()
+    assert direct[1].json()["room"] == "@bob"
+    assert list(Message.objects.order_by("pk").values_list("body", flat=True)) == [
+        "retried after a timeout",
+        "just once",
+    ]
+
+
+@pytest.mark.parametrize("key", ["", "short", "C" * 32, "c" * 33, 5])
+def test_a_key_that_is_not_32_lowercase_hex_digits_is_refused_with_a_sentence(alice, alice_token, lobby, key):
+    response = post("/api/v1/rooms/lobby/messages", alice_token, {"text": "hello", "key": key})
+
+    assert "key" in error_of(response, 400)
+    assert not Message.objects.exists()
