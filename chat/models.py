@@ -184,7 +184,8 @@ class Message(models.Model):
     last_repliers = models.JSONField(default=list, blank=True)
     # The key of the form it was sent from (a fresh one with each form the server renders): the same frame sent
     # again, after a connection dropped before its answer came, finds its message stored and is not stored twice.
-    client_key = models.CharField(max_length=32, blank=True, default="", editable=False)
+    # A row written outside the application (an import) has none: the database's default.
+    client_key = models.CharField(max_length=32, blank=True, default="", db_default="", editable=False)
 
     class Meta:
         constraints = [

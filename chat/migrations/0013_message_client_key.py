@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="message",
             name="client_key",
-            field=models.CharField(blank=True, default="", editable=False, max_length=32),
+            field=models.CharField(blank=True, db_default="", default="", editable=False, max_length=32),
         ),
         migrations.AddConstraint(
             model_name="message",
